@@ -1,0 +1,114 @@
+"""
+Render the project's states and templates with real Salt, in-process, for a given
+cluster description: a masterless minion whose file_roots are the project's salt/,
+whose pillar is the project's pillar/top.sls over a description the test writes.
+"""
+
+import copy
+import pathlib
+import shutil
+
+import salt._logging
+import salt.client
+import salt.config
+import yaml
+
+# Salt buffers log records in a temporary handler until its own logging is set up and
+# flushes them to a closed stderr at exit; hand them to Python logging (pytest) instead.
+salt._logging.shutdown_temp_handler()
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHIPPED_DESCRIPTION = yaml.safe_load((REPO / "pillar" / "cluster.sls").read_text())
+
+
+def merged(base, override):
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def description(**overrides):
+    """The shipped description (pillar/cluster.sls) with `cluster` keys overridden."""
+    return merged(SHIPPED_DESCRIPTION["cluster"], overrides)
+
+
+class RenderedMinion:
+    """A masterless minion over the project's tree, with its own pillar."""
+
+    def __init__(self, root, cluster, minion_id="lb1", secrets=None, lookup=None):
+        self.root = pathlib.Path(root)
+        pillar = self.root / "pillar"
+        (pillar / "secrets").mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "pillar" / "top.sls", pillar / "top.sls")
+        data = {"cluster": cluster}
+        if lookup:
+            data["k8sha"] = {"lookup": lookup}
+        (pillar / "cluster.sls").write_text(yaml.safe_dump(data))
+        if secrets is not None:
+            (pillar / "secrets" / "loadbalancer.sls").write_text(yaml.safe_dump(secrets))
+        config = self.root / "minion"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "id": minion_id,
+                    "file_client": "local",
+                    "root_dir": str(self.root / "salt-root"),
+                    "file_roots": {"base": [str(REPO / "salt")]},
+                    "pillar_roots": {"base": [str(pillar)]},
+                    "module_dirs": [str(REPO)],
+                    "log_level": "quiet",
+                    "grains": {},
+                }
+            )
+        )
+        opts = salt.config.minion_config(str(config))
+        self.caller = salt.client.Caller(mopts=opts)
+
+    def call(self, fun, *args, **kwargs):
+        return self.caller.cmd(fun, *args, **kwargs)
+
+    def show_sls(self, *mods):
+        """Compiled state data, or raise with Salt's rendering errors."""
+        out = self.call("state.show_sls", ",".join(mods))
+        if isinstance(out, list):
+            raise RenderError("\n".join(str(e) for e in out))
+        return out
+
+    def managed_files(self, *mods):
+        """{target path: (state id, arguments)} of every file.managed in the states."""
+        files = {}
+        for state_id, body in self.show_sls(*mods).items():
+            if not isinstance(body, dict) or "managed" not in body.get("file", []):
+                continue
+            args = {}
+            for item in body["file"]:
+                if isinstance(item, dict):
+                    args.update(item)
+            files[args.get("name", state_id)] = (state_id, args)
+        return files
+
+    def render_file(self, args):
+        """The content file.managed would write, rendered by Salt's own template engine."""
+        if "contents" in args:
+            return args["contents"]
+        source = args["source"]
+        assert source.startswith("salt://"), source
+        text = (REPO / "salt" / source[len("salt://") :]).read_text()
+        if args.get("template") != "jinja":
+            return text
+        return self.call(
+            "file.apply_template_on_contents",
+            contents=text,
+            template="jinja",
+            context=args.get("context") or {},
+            defaults=args.get("defaults") or {},
+            saltenv="base",
+        )
+
+
+class RenderError(Exception):
+    pass
