@@ -1,0 +1,137 @@
+"""lab: the one-machine lab's command line."""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from . import config, machine, master, net
+from .run import LabError, run
+
+MAP = config.REPO / "cloud" / "maps" / "lab.map"
+
+
+def cmd_up(args):
+    net.refuse_if_routed_on_host()
+    started = time.monotonic()
+    build = subprocess.run([machine.IMAGE_BUILD])
+    if build.returncode != 0:
+        raise LabError("building the lab image failed (see above)")
+    net.ensure_switch()
+    master.start()
+    print(f"lab: salt-master up in namespace {config.MASTER_NS} at {config.MASTER_ADDRESS}")
+    if not args.no_machines:
+        cloud = subprocess.run(master.salt_command("salt-cloud", "-y", "-P", "-m", str(MAP)))
+        if cloud.returncode != 0:
+            raise LabError("salt-cloud could not create the lab machines (see above)")
+        wait_for_minions([m.name for m in machine.all_machines()], timeout=120)
+    print(f"lab: up in {time.monotonic() - started:.1f} s")
+
+
+def wait_for_minions(names, timeout):
+    deadline = time.monotonic() + timeout
+    answered = {}
+    while time.monotonic() < deadline:
+        try:
+            answered, _ = master.salt_json("salt", "-L", ",".join(names), "test.ping", "--timeout=5")
+        except (LabError, ValueError):
+            answered = {}
+        if all(answered.get(n) is True for n in names):
+            print(f"lab: {len(names)} minions answer test.ping")
+            return
+        time.sleep(1)
+    missing = sorted(n for n in names if answered.get(n) is not True)
+    raise LabError(f"minions did not answer test.ping in {timeout} s: {', '.join(missing)}")
+
+
+def cmd_down(args):
+    """Remove every machine, mount, namespace and process the lab created (also after a crash)."""
+    for m in machine.all_machines():
+        print(f"lab: removing machine {m.name}")
+        m.destroy()
+    master.stop()
+    for ns in net.lab_namespaces():
+        run("ip", "netns", "del", ns, check=False)
+    for path in (config.MACHINES_DIR, config.MASTER_DIR):
+        shutil.rmtree(path, ignore_errors=True)
+    leftovers = leftover_report()
+    if leftovers:
+        raise LabError("lab down left: " + "; ".join(leftovers))
+    print("lab: down, nothing left")
+
+
+def leftover_report():
+    found = []
+    namespaces = net.lab_namespaces()
+    if namespaces:
+        found.append("namespaces " + ", ".join(namespaces))
+    mounts = [line.split()[1] for line in open("/proc/mounts") if str(config.LAB_DIR) in line.split()[1]]
+    if mounts:
+        found.append("mounts " + ", ".join(mounts))
+    machines = [p.name for p in __import__("pathlib").Path("/run/systemd/machines").glob(f"{config.PREFIX}-*")]
+    if machines:
+        found.append("machine files " + ", ".join(machines))
+    for hierarchy in ("systemd", "unified"):
+        cgroups = [p.name for p in __import__("pathlib").Path(f"/sys/fs/cgroup/{hierarchy}").glob(f"{config.PREFIX}-*")]
+        if cgroups:
+            found.append(f"cgroups ({hierarchy}) " + ", ".join(cgroups))
+    if master.pid():
+        found.append(f"salt-master pid {master.pid()}")
+    return found
+
+
+def cmd_status(args):
+    print(f"salt-master: {'running pid %s' % master.pid() if master.pid() else 'stopped'}"
+          f" ({config.MASTER_NS}, {config.MASTER_ADDRESS})")
+    for m in machine.all_machines():
+        address = (m.dir / "address").read_text().strip() if (m.dir / "address").exists() else "?"
+        state = m.system_state() if m.running else "stopped"
+        print(f"{m.name:10} {address:16} {state}")
+
+
+def cmd_shell(args):
+    m = machine.Machine(args.node)
+    if not m.running:
+        raise LabError(f"machine {args.node} is not running (lab status)")
+    command = args.command or ["/bin/bash", "-l"]
+    os.execvp("nsenter", ["nsenter", "-t", str(m.leader), "-m", "-u", "-i", "-n", "-p", "--", *command])
+
+
+SALT_TOOLS = ("salt", "salt-run", "salt-cloud", "salt-key")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SALT_TOOLS:
+        # Everything after the tool name is the tool's own (argparse would eat its options).
+        if os.geteuid() != 0:
+            print("lab: needs root", file=sys.stderr)
+            return 1
+        os.execvp("nsenter", master.salt_command(argv[0], *argv[1:]))
+    parser = argparse.ArgumentParser(prog="lab", description=(
+        "The one-machine lab: systemd-nspawn machines in network namespaces on a private bridge "
+        f"({config.NETWORK}), a salt-master serving this tree. Root only. State in {config.LAB_DIR}."))
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="build the image if needed, start the bridge and the salt-master, "
+                                   "create the machines of cloud/maps/lab.map with salt-cloud")
+    up.add_argument("--no-machines", action="store_true", help="only the bridge and the salt-master")
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("down", help="remove every machine, namespace, mount and process of the lab").set_defaults(func=cmd_down)
+    sub.add_parser("status", help="the master and each machine").set_defaults(func=cmd_status)
+    shell = sub.add_parser("shell", help="a shell (or a command) inside a machine")
+    shell.add_argument("node")
+    shell.add_argument("command", nargs=argparse.REMAINDER)
+    shell.set_defaults(func=cmd_shell)
+    for tool in SALT_TOOLS:
+        sub.add_parser(tool, help=f"{tool} ARGS... against the lab master (e.g. lab salt '*' test.ping)")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        parser.error("the lab needs root (namespaces, mounts, systemd-nspawn)")
+    try:
+        args.func(args)
+    except LabError as exc:
+        print(f"lab: {exc}", file=sys.stderr)
+        return 1
+    return 0

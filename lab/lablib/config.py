@@ -1,0 +1,31 @@
+"""Names, addresses and paths of the lab. Everything the lab creates carries PREFIX."""
+
+import ipaddress
+import os
+import pathlib
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+LAB_DIR = pathlib.Path(os.environ.get("LAB_DIR", "/var/lib/k8sha-lab"))
+PREFIX = os.environ.get("LAB_PREFIX", "k8shalab")
+
+# A documentation range: never routed anywhere, and the bridge lives in its own namespace.
+NETWORK = ipaddress.IPv4Network("198.51.100.0/24")
+GATEWAY = "198.51.100.1"        # the bridge itself, inside the switch namespace
+MASTER_ADDRESS = "198.51.100.5"
+BRIDGE = "br0"
+
+SWITCH_NS = f"{PREFIX}-sw"
+MASTER_NS = f"{PREFIX}-master"
+MACHINES_DIR = LAB_DIR / "machines"
+MASTER_DIR = LAB_DIR / "master"
+SALT_CONFIG_DIR = MASTER_DIR / "etc" / "salt"
+VENV_BIN = REPO / ".venv" / "bin"
+
+
+def machine_ns(name):
+    return f"{PREFIX}-{name}"
+
+
+def machine_name(name):
+    """The nspawn machine name (the guest's hostname is the plain minion id)."""
+    return f"{PREFIX}-{name}"

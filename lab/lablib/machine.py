@@ -1,0 +1,182 @@
+"""Lab machines: an overlay on the image, booted with systemd by systemd-nspawn in its own
+network namespace. Commands run inside with nsenter (no machined needed)."""
+
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import time
+
+from . import config, net
+from .run import LabError, run
+
+LAUNCHER = pathlib.Path(__file__).resolve().parents[1] / "machine-launcher"
+IMAGE_BUILD = pathlib.Path(__file__).resolve().parents[1] / "image" / "build"
+
+
+def image_root():
+    path = run(IMAGE_BUILD, "--print-path").stdout.strip()
+    if not pathlib.Path(path).exists():
+        raise LabError(f"the lab image is not built: run {IMAGE_BUILD} (or lab up)")
+    return pathlib.Path(path)
+
+
+class Machine:
+    def __init__(self, name):
+        self.name = name                       # the minion id and hostname
+        self.machine = config.machine_name(name)
+        self.ns = config.machine_ns(name)
+        self.dir = config.MACHINES_DIR / name
+        self.root = self.dir / "merged"
+
+    # --- state ---------------------------------------------------------------
+    def _pid(self, filename):
+        try:
+            pid = int((self.dir / filename).read_text())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        return pid
+
+    @property
+    def leader(self):
+        return self._pid("leader.pid")
+
+    @property
+    def running(self):
+        return self.leader is not None
+
+    def exists(self):
+        return self.dir.exists()
+
+    # --- lifecycle -----------------------------------------------------------
+    def create(self, address, files=None, enable_units=()):
+        """Overlay + network + files; does not boot."""
+        if self.running:
+            raise LabError(f"machine {self.name} is already running")
+        for sub in ("upper", "work", "merged"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        (self.dir / "address").write_text(address)
+        self._mount()
+        for path, content in (files or {}).items():
+            target = self.root / path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+            if path.endswith(".pem"):
+                target.chmod(0o400)
+        wants = self.root / "etc/systemd/system/multi-user.target.wants"
+        wants.mkdir(parents=True, exist_ok=True)
+        for unit in enable_units:
+            link = wants / unit
+            if not link.exists():
+                link.symlink_to(f"/etc/systemd/system/{unit}")
+        net.attach(self.ns, address)
+
+    def _mount(self):
+        if subprocess.run(["mountpoint", "-q", str(self.root)]).returncode == 0:
+            return
+        lower = image_root()
+        (self.dir / "image").write_text(str(lower))
+        run("mount", "-t", "overlay", "overlay", "-o",
+            f"lowerdir={lower},upperdir={self.dir / 'upper'},workdir={self.dir / 'work'}", self.root)
+
+    def boot(self, timeout=60):
+        if self.running:
+            return
+        self._mount()
+        net.attach(self.ns, (self.dir / "address").read_text().strip())
+        log = open(self.dir / "console.log", "ab")
+        proc = subprocess.Popen(
+            [LAUNCHER, self.machine, self.ns, self.root, self.dir, self.name],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        (self.dir / "launcher.pid").write_text(str(proc.pid))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.leader and self.system_state() in ("running", "degraded"):
+                return
+            if proc.poll() is not None:
+                raise LabError(f"machine {self.name} did not boot; see {self.dir / 'console.log'}")
+            time.sleep(0.1)
+        raise LabError(f"machine {self.name} did not finish booting in {timeout} s; see {self.dir / 'console.log'}")
+
+    def system_state(self):
+        result = self.exec("systemctl", "is-system-running", check=False)
+        return result.stdout.strip()
+
+    def exec(self, *cmd, check=True, timeout=120, input=None):
+        """Run a command inside the machine (its mount, PID, network, UTS and IPC namespaces)."""
+        leader = self.leader
+        if leader is None:
+            raise LabError(f"machine {self.name} is not running")
+        return run("nsenter", "-t", leader, "-m", "-u", "-i", "-n", "-p", "--", *cmd,
+                   check=check, timeout=timeout, input=input)
+
+    def kill(self):
+        """Lose the machine at once, as a host losing power: SIGKILL to the guest's PID 1."""
+        leader = self.leader
+        if leader:
+            os.kill(leader, signal.SIGKILL)
+        self._wait_launcher(10)
+
+    def stop(self, timeout=30):
+        """Clean poweroff; SIGKILL of the guest's PID 1 if it does not finish in time."""
+        leader = self.leader
+        if leader:
+            os.kill(leader, signal.SIGRTMIN + 4)  # systemd: poweroff
+            if not self._wait_launcher(timeout):
+                self.kill()
+        self._wait_launcher(10)
+        self._cleanup()
+
+    def _wait_launcher(self, timeout):
+        launcher = self._pid("launcher.pid")
+        deadline = time.monotonic() + timeout
+        while launcher and time.monotonic() < deadline:
+            try:
+                os.kill(launcher, 0)
+            except ProcessLookupError:
+                return True
+            try:
+                os.waitpid(launcher, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.1)
+        return launcher is None or self._pid("launcher.pid") is None
+
+    def _cleanup(self):
+        pathlib.Path(f"/run/systemd/machines/{self.machine}").unlink(missing_ok=True)
+        shutil.rmtree(f"/run/systemd/nspawn/propagate/{self.machine}", ignore_errors=True)
+        for hierarchy in ("systemd", "unified"):
+            remove_cgroup(pathlib.Path(f"/sys/fs/cgroup/{hierarchy}/{self.machine}"))
+        if subprocess.run(["mountpoint", "-q", str(self.root)]).returncode == 0:
+            run("umount", self.root, check=False)
+
+    def destroy(self):
+        self.stop()
+        net.detach(self.ns)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def remove_cgroup(path):
+    if not path.exists():
+        return
+    for child in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        try:
+            child.rmdir()
+        except OSError:
+            pass
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
+def all_machines():
+    if not config.MACHINES_DIR.exists():
+        return []
+    return [Machine(p.name) for p in sorted(config.MACHINES_DIR.iterdir()) if p.is_dir()]

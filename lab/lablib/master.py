@@ -1,0 +1,115 @@
+"""The lab's salt-master: a host process in its own network namespace on the bridge,
+serving the project tree (file_roots, pillar_roots, module_dirs)."""
+
+import os
+import signal
+import subprocess
+import time
+
+import yaml
+
+from . import config, net
+from .run import LabError, run
+
+
+def master_config():
+    d = config.MASTER_DIR
+    return {
+        "id": f"{config.PREFIX}-master",
+        "interface": "0.0.0.0",
+        "user": "root",
+        "root_dir": str(d),
+        "pki_dir": str(d / "pki"),
+        "cachedir": str(d / "cache"),
+        "sock_dir": str(d / "run"),
+        "pidfile": str(d / "run" / "salt-master.pid"),
+        "log_file": str(d / "log" / "master"),
+        "key_logfile": str(d / "log" / "key"),
+        "log_level_logfile": "info",
+        # The project tree: states, orchestrations (repo root), pillar, Python modules.
+        "file_roots": {"base": [str(config.REPO / "salt"), str(config.REPO)]},
+        "pillar_roots": {"base": [str(config.REPO / "pillar")]},
+        "module_dirs": [str(config.REPO)],
+        "presence_events": True,
+        "loop_interval": 5,
+        "worker_threads": 4,
+        "timeout": 20,
+        "gather_job_timeout": 20,
+        "keep_jobs_seconds": 7200,
+        "auto_accept": False,
+        # The lab has no DNS: no name lookups for grains (each would wait for a timeout).
+        "enable_fqdns_grains": False,
+    }
+
+
+def write_config():
+    cfg = config.SALT_CONFIG_DIR
+    for sub in ("", "cloud.providers.d", "cloud.profiles.d"):
+        (cfg / sub).mkdir(parents=True, exist_ok=True)
+    for sub in ("pki", "cache", "run", "log"):
+        (config.MASTER_DIR / sub).mkdir(parents=True, exist_ok=True)
+    (cfg / "master").write_text(yaml.safe_dump(master_config()))
+    # salt-cloud reads the same directory: the project's lab provider and profiles.
+    for kind in ("providers", "profiles"):
+        link = cfg / f"cloud.{kind}.d" / "k8sha-lab.conf"
+        link.unlink(missing_ok=True)
+        link.symlink_to(config.REPO / "cloud" / f"lab.{kind}.conf")
+
+
+def pid():
+    try:
+        value = int((config.MASTER_DIR / "run" / "salt-master.pid").read_text())
+        os.kill(value, 0)
+        return value
+    except (OSError, ValueError):
+        return None
+
+
+def start(timeout=60):
+    net.attach(config.MASTER_NS, config.MASTER_ADDRESS)
+    write_config()
+    if pid():
+        return
+    in_master_ns(config.VENV_BIN / "salt-master", "-c", config.SALT_CONFIG_DIR, "-d")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pid() and (config.MASTER_DIR / "run" / "master_event_pub.ipc").exists():
+            return
+        time.sleep(0.2)
+    raise LabError(f"salt-master did not start; see {config.MASTER_DIR / 'log' / 'master'}")
+
+
+def stop(timeout=20):
+    master = pid()
+    if not master:
+        return
+    os.kill(master, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and pid():
+        time.sleep(0.2)
+    if pid():
+        os.killpg(os.getpgid(master), signal.SIGKILL)
+
+
+def in_master_ns(*cmd, check=True, capture=True, timeout=600):
+    """A command in the master's network namespace, with the host's mounts (nsenter, not
+    'ip netns exec', whose private mount namespace would hide the machines' overlays)."""
+    return run("nsenter", f"--net=/run/netns/{config.MASTER_NS}", "--", *cmd,
+               check=check, capture=capture, timeout=timeout)
+
+
+def salt_command(tool, *args):
+    """argv for a Salt CLI tool against the lab master."""
+    return ["nsenter", f"--net=/run/netns/{config.MASTER_NS}", "--",
+            str(config.VENV_BIN / tool), "-c", str(config.SALT_CONFIG_DIR), *args]
+
+
+def salt_json(tool, *args, timeout=600):
+    """Run a Salt CLI tool with --out=json and return the parsed output."""
+    import json
+
+    result = subprocess.run(salt_command(tool, "--out=json", "--static", *args),
+                            capture_output=True, text=True, timeout=timeout)
+    if not result.stdout.strip():
+        raise LabError(f"{tool} {' '.join(args)}: no output (exit {result.returncode}): {result.stderr.strip()}")
+    return json.loads(result.stdout), result.returncode
