@@ -15,6 +15,7 @@ CLI examples::
 import copy
 import ipaddress
 import re
+import socket
 
 from salt.exceptions import CommandExecutionError
 
@@ -448,3 +449,25 @@ def roles(minion_id=None):
         grain = __grains__.get("roles", [])
         found.update(r for r in ([grain] if isinstance(grain, str) else grain) if r in ROLES)
     return sorted(found)
+
+
+def salt_master():
+    """
+    The IPv4 addresses and ports of this minion's salt-master(s): the firewall keeps Salt's
+    own connections open (they were opened before firewalld first started, so conntrack may
+    not know them). Empty when running masterless.
+    """
+    masters = __opts__.get("master") or []
+    if __opts__.get("file_client") == "local" and __opts__.get("master_type") != "disable":
+        masters = [] if masters == "salt" else masters
+    addresses = set()
+    for master in [masters] if isinstance(masters, str) else masters:
+        try:
+            infos = socket.getaddrinfo(master.split(":")[0], None, socket.AF_INET, socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            continue
+        addresses.update(info[4][0] for info in infos)
+    return {
+        "addresses": sorted(addresses),
+        "ports": sorted({int(__opts__.get("publish_port", 4505)), int(__opts__.get("master_port", 4506))}),
+    }

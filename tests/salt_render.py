@@ -39,7 +39,7 @@ def description(**overrides):
 class RenderedMinion:
     """A masterless minion over the project's tree, with its own pillar."""
 
-    def __init__(self, root, cluster, minion_id="lb1", secrets=None, lookup=None):
+    def __init__(self, root, cluster, minion_id="lb1", secrets=None, lookup=None, opts=None):
         self.root = pathlib.Path(root)
         pillar = self.root / "pillar"
         (pillar / "secrets").mkdir(parents=True, exist_ok=True)
@@ -62,6 +62,7 @@ class RenderedMinion:
                     "module_dirs": [str(REPO)],
                     "log_level": "quiet",
                     "grains": {},
+                    **(opts or {}),
                 }
             )
         )

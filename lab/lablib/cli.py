@@ -26,7 +26,10 @@ def cmd_up(args):
         cloud = subprocess.run(master.salt_command("salt-cloud", "-y", "-P", "-m", str(MAP)))
         if cloud.returncode != 0:
             raise LabError("salt-cloud could not create the lab machines (see above)")
-        wait_for_minions([m.name for m in machine.all_machines()], timeout=120)
+        names = [m.name for m in machine.all_machines()]
+        wait_for_minions(names, timeout=120)
+        # Custom modules (_modules/...) reach the minions from the master's file_roots.
+        master.salt_json("salt", "-L", ",".join(names), "saltutil.sync_all")
     print(f"lab: up in {time.monotonic() - started:.1f} s")
 
 

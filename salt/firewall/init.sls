@@ -39,6 +39,7 @@ firewalld-zone-{{ fw.zone }}:
         api_port: {{ topology.cluster.api.port }}
         vrrp: {{ (topology.get('vrrp') or {}) | json }}
         vrrp_mode: {{ topology.cluster.vrrp.mode | json }}
+        salt_master: {{ salt['cluster_topology.salt_master']() | json }}
     - require:
       - pkg: firewalld-package
       - file: firewalld-zone-checker

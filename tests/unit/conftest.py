@@ -37,7 +37,7 @@ def minion(safe_dir):
     libexec = safe_dir / "libexec"
     libexec.mkdir(mode=0o755)
 
-    def make(cluster=None, minion_id="lb1", secrets=None, lookup=None):
+    def make(cluster=None, minion_id="lb1", secrets=None, lookup=None, opts=None):
         base_lookup = {"libexec_dir": str(libexec), "run_dir": str(safe_dir / "run")}
         if os.geteuid() == 0 and shutil.which("keepalived"):
             # keepalived -t refuses an unknown script user; the state creates it on real nodes.
@@ -49,6 +49,7 @@ def minion(safe_dir):
             minion_id=minion_id,
             secrets=secrets,
             lookup=lookup,
+            opts=opts,
         )
 
     make.libexec = libexec

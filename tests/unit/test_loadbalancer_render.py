@@ -47,10 +47,10 @@ def run(*cmd):
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
-def render_role(minion_factory, cluster, minion_id="lb1", secrets=None, mods=("keepalived", "haproxy", "firewall")):
+def render_role(minion_factory, cluster, minion_id="lb1", secrets=None, mods=("keepalived", "haproxy", "firewall"), opts=None):
     """Render like state.apply would, write helper scripts where the states put them.
     Returns ({basename: text}, {basename: file.managed args}, minion)."""
-    minion = minion_factory(cluster, minion_id=minion_id, secrets=secrets)
+    minion = minion_factory(cluster, minion_id=minion_id, secrets=secrets, opts=opts)
     files = minion.managed_files(*mods)
     rendered, args_by_name = {}, {}
     for path, (_, args) in files.items():
@@ -220,3 +220,16 @@ def test_top_file_maps_roles_to_states(minion):
     assert states_of("cp1") == ["base", "firewall"]
     assert states_of("worker1") == ["base", "firewall"]
     assert states_of("stranger") == []
+
+
+def test_zone_keeps_salts_own_connections_open(minion, tmp_path):
+    """firewalld's first start must not cut the minion's connections to its master: they were
+    opened before conntrack tracked anything, so the master's packets look new to it."""
+    texts, _, _ = render_role(minion, description(), mods=("firewall",), opts={"master": "198.51.100.5"})
+    zone = texts["k8sha.xml"]
+    for port in (4505, 4506):
+        assert re.search(
+            rf'<source address="198\.51\.100\.5/32"/>\s+<source-port port="{port}" protocol="tcp"/>\s+<accept/>', zone
+        ), zone
+    result = run(str(minion.libexec / "check-firewalld-zone"), "k8sha", str(write(tmp_path, "m.xml", zone)))
+    assert result.returncode == 0, result.stdout + result.stderr
