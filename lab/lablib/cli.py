@@ -51,9 +51,13 @@ def wait_for_minions(names, timeout):
 
 def cmd_down(args):
     """Remove every machine, mount, namespace and process the lab created (also after a crash)."""
-    for m in machine.all_machines():
+    machines = machine.all_machines()
+    # Power everything off at once, then remove; a guest that does not stop in time is killed.
+    for m in machines:
+        m.request_poweroff()
+    for m in machines:
         print(f"lab: removing machine {m.name}")
-        m.destroy()
+        m.destroy(timeout=15)
     master.stop()
     for ns in net.lab_namespaces():
         run("ip", "netns", "del", ns, check=False)

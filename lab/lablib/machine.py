@@ -123,11 +123,15 @@ class Machine:
             os.kill(leader, signal.SIGKILL)
         self._wait_launcher(10)
 
-    def stop(self, timeout=30):
-        """Clean poweroff; SIGKILL of the guest's PID 1 if it does not finish in time."""
+    def request_poweroff(self):
         leader = self.leader
         if leader:
             os.kill(leader, signal.SIGRTMIN + 4)  # systemd: poweroff
+        return leader
+
+    def stop(self, timeout=30):
+        """Clean poweroff; SIGKILL of the guest's PID 1 if it does not finish in time."""
+        if self.request_poweroff():
             if not self._wait_launcher(timeout):
                 self.kill()
         self._wait_launcher(10)
@@ -156,8 +160,8 @@ class Machine:
         if subprocess.run(["mountpoint", "-q", str(self.root)]).returncode == 0:
             run("umount", self.root, check=False)
 
-    def destroy(self):
-        self.stop()
+    def destroy(self, timeout=30):
+        self.stop(timeout)
         net.detach(self.ns)
         shutil.rmtree(self.dir, ignore_errors=True)
 

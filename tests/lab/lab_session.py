@@ -1,0 +1,88 @@
+"""Helpers of the lab tier: the Lab handle the tests use, and when the tier cannot run."""
+
+import os
+import shutil
+import sys
+import time
+
+
+
+import salt_render
+
+REPO = salt_render.REPO
+LAB_CLI = REPO / "lab" / "lab"
+sys.path.insert(0, str(REPO / "lab"))
+
+from lablib import config, machine, master, net  # noqa: E402
+
+LOAD_BALANCERS = ("lb1", "lb2")
+VIP = salt_render.description()["api"]["vip"]
+
+
+def lab_unavailable():
+    if os.geteuid() != 0:
+        return "the lab tier needs root (namespaces, mounts, systemd-nspawn)"
+    missing = [tool for tool in ("systemd-nspawn", "debootstrap", "nsenter") if not shutil.which(tool)]
+    if missing:
+        return f"the lab tier needs {', '.join(missing)} (make setup)"
+    if not os.path.isdir("/sys/fs/cgroup/unified"):
+        return "the lab tier needs a cgroup2 hierarchy at /sys/fs/cgroup/unified"
+    return None
+
+
+class Lab:
+    started = None
+
+    def all_up(self):
+        names = ("lb1", "lb2", "cp1", "cp2", "cp3", "worker1")
+        return master.pid() is not None and all(machine.Machine(n).running for n in names)
+
+    def machine(self, name):
+        return machine.Machine(name)
+
+    def salt(self, *args, timeout=300):
+        data, _ = master.salt_json("salt", *args, f"--timeout={min(timeout, 120)}", timeout=timeout + 30)
+        return data
+
+    def vip_holders(self):
+        holders = []
+        for name in LOAD_BALANCERS:
+            box = self.machine(name)
+            if not box.running:
+                continue
+            out = box.exec("ip", "-o", "-4", "addr", "show", "dev", "eth0", check=False).stdout
+            if f" {VIP}/" in out:
+                holders.append(name)
+        return holders
+
+    def wait_for(self, predicate, timeout, what, interval=0.2):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(interval)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+    def one_holder(self, timeout=20):
+        """The single VIP holder, once exactly one LB has held it for 2 s."""
+        def settled():
+            first = self.vip_holders()
+            if len(first) != 1:
+                return None
+            for _ in range(10):
+                time.sleep(0.2)
+                if self.vip_holders() != first:
+                    return None
+            return first[0]
+        return self.wait_for(settled, timeout, "exactly one load balancer holding the VIP")
+
+    def other(self, name):
+        return next(lb for lb in LOAD_BALANCERS if lb != name)
+
+    def through_vip(self, path="/healthz"):
+        """A client request from the master's namespace to the VIP."""
+        result = master.in_master_ns("curl", "-sk", "--max-time", "2", f"https://{VIP}:6443{path}", check=False)
+        return result.stdout if result.returncode == 0 else None
+
+

@@ -1,0 +1,132 @@
+"""The load-balancer role applied by Salt in lab machines: VIP, failover, health checks,
+firewall, unicast VRRP, events. The timings are measured in bench/, not asserted here;
+the timeouts below only bound how long a broken system is waited for."""
+
+import subprocess
+import time
+
+from lab_session import LOAD_BALANCERS, VIP, master, net
+
+
+def test_exactly_one_load_balancer_holds_the_vip(lab):
+    holder = lab.one_holder()
+    status = lab.salt("-L", ",".join(LOAD_BALANCERS), "lb_status.vrrp")
+    assert status[holder]["state"] == "MASTER" and status[holder]["holds_vip"]
+    other = lab.other(holder)
+    assert status[other]["state"] == "BACKUP" and not status[other]["holds_vip"]
+    assert all(s["consistent"] for s in status.values())
+
+
+def test_a_client_reaches_the_api_through_the_vip(lab):
+    lab.one_holder()
+    assert lab.through_vip("/healthz") == "ok"
+    backends = lab.salt("-L", ",".join(LOAD_BALANCERS), "lb_status.haproxy_backends")
+    for lb in LOAD_BALANCERS:
+        assert backends[lb]["up"] == 3, backends[lb]
+
+
+def test_killing_haproxy_on_the_holder_moves_the_vip(lab):
+    holder = lab.one_holder()
+    lab.machine(holder).exec("systemctl", "kill", "--signal=KILL", "haproxy")
+    lab.wait_for(lambda: lab.vip_holders() == [lab.other(holder)], 10, f"the VIP to move from {holder}")
+    # systemd restarts HAProxy; the old holder stays BACKUP (nopreempt): no second move.
+    lab.wait_for(lambda: lab.machine(holder).exec("systemctl", "is-active", "haproxy", check=False).stdout.strip() == "active",
+                 10, f"HAProxy restarted on {holder}")
+    assert lab.one_holder() == lab.other(holder)
+    assert lab.through_vip() == "ok"
+
+
+def test_stopping_keepalived_moves_the_vip_and_reports_the_transition(lab):
+    holder = lab.one_holder()
+    other = lab.other(holder)
+    # Listen on the master's event bus for the new holder's notify event.
+    listener = subprocess.Popen(
+        master.salt_command("salt-run", "state.event", "tagmatch=k8sha/keepalived/state", "count=-1", "--out=json"),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        time.sleep(1)
+        lab.machine(holder).exec("systemctl", "stop", "keepalived")
+        lab.wait_for(lambda: lab.vip_holders() == [other], 10, f"the VIP to move from {holder}")
+        time.sleep(8)  # salt-call in the notify script takes a few seconds
+    finally:
+        listener.terminate()
+        events, _ = listener.communicate(timeout=10)
+        lab.machine(holder).exec("systemctl", "start", "keepalived")
+    assert f'"id": "{other}"' in events and '"state": "MASTER"' in events, events
+    assert lab.one_holder() == other
+
+
+def test_powering_off_the_holder_moves_the_vip(lab):
+    holder = lab.one_holder()
+    box = lab.machine(holder)
+    box.stop()
+    try:
+        lab.wait_for(lambda: lab.vip_holders() == [lab.other(holder)], 15, f"the VIP to move from {holder}")
+        assert lab.through_vip() == "ok"
+    finally:
+        box.boot()
+    lab.wait_for(lambda: lab.salt(holder, "test.ping", timeout=10).get(holder) is True, 90, f"{holder}'s minion back", interval=1)
+    assert lab.one_holder(timeout=30) == lab.other(holder)
+    # After a reboot keepalived still watches HAProxy's down flag (its directory is on tmpfs).
+    log = box.exec("journalctl", "--no-pager", "-b", "-t", "Keepalived_vrrp").stdout
+    assert "Track file directory for haproxy_down does not exist" not in log, log
+
+
+def test_an_api_server_answering_500_leaves_the_pool_and_returns(lab):
+    cp2 = lab.machine("cp2")
+    cp2.exec("sh", "-c", "mkdir -p /run/k8sha-lab && echo 500 > /run/k8sha-lab/healthz-status")
+
+    def cp2_status(wanted):
+        backends = lab.salt("-L", ",".join(LOAD_BALANCERS), "lb_status.haproxy_backends")
+        states = {lb: {s["name"]: s["status"] for s in backends[lb]["servers"]}["cp2"] for lb in LOAD_BALANCERS}
+        return all(state == wanted for state in states.values())
+
+    try:
+        lab.wait_for(lambda: cp2_status("DOWN"), 15, "cp2 marked DOWN on both load balancers", interval=0.5)
+        for _ in range(6):  # the pool serves only healthy servers now
+            assert lab.through_vip("/healthz") == "ok"
+    finally:
+        cp2.exec("rm", "-f", "/run/k8sha-lab/healthz-status")
+    lab.wait_for(lambda: cp2_status("UP"), 15, "cp2 back UP on both load balancers", interval=0.5)
+
+
+def test_firewalld_refuses_a_port_that_is_not_in_the_zone(lab):
+    lb1, cp1 = lab.machine("lb1"), lab.machine("cp1")
+    assert "k8sha" in lb1.exec("firewall-cmd", "--get-active-zones").stdout
+    lb1.exec("systemd-run", "--unit=k8sha-test-listener", "python3", "-m", "http.server", "8080")
+    try:
+        lab.wait_for(lambda: lb1.exec("curl", "-s", "-o", "/dev/null", "http://127.0.0.1:8080/", check=False).returncode == 0,
+                     10, "the test listener on lb1")
+        refused = cp1.exec("curl", "-s", "--max-time", "3", "http://198.51.100.11:8080/", check=False)
+        assert refused.returncode == 7, refused  # 7: connection refused (firewalld rejects)
+        allowed = cp1.exec("curl", "-sk", "--max-time", "3", f"https://{VIP}:6443/healthz", check=False)
+        assert allowed.stdout == "ok", allowed
+    finally:
+        lb1.exec("systemctl", "stop", "k8sha-test-listener", check=False)
+
+
+def test_unicast_vrrp_keeps_working_when_the_network_drops_multicast(lab):
+    net.drop_multicast(True)
+    try:
+        holder = lab.one_holder()
+        # With multicast VRRP both nodes would stop hearing each other and both take the VIP.
+        for _ in range(15):
+            assert len(lab.vip_holders()) == 1
+            time.sleep(0.2)
+        lab.machine(holder).exec("systemctl", "stop", "keepalived")
+        lab.wait_for(lambda: lab.vip_holders() == [lab.other(holder)], 10, "failover with multicast dropped")
+        lab.machine(holder).exec("systemctl", "start", "keepalived")
+        assert lab.one_holder() == lab.other(holder)
+    finally:
+        net.drop_multicast(False)
+
+
+def test_reapplying_the_role_changes_nothing(lab):
+    results = lab.salt("-L", ",".join(LOAD_BALANCERS), "state.apply", timeout=600)
+    changed = {
+        minion: sorted(s["__id__"] for s in states.values() if s["changes"])
+        for minion, states in results.items()
+    }
+    assert changed == {lb: [] for lb in LOAD_BALANCERS}
+    assert all(s["result"] for states in results.values() for s in states.values())
