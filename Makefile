@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed-$(shell sha256sum requirements.lock | cut -c1-16)
 PYTEST := $(PY) -m pytest
 
-.PHONY: help setup host-packages venv unit integration lab test demo clean
+.PHONY: help setup host-packages venv unit integration lab test demo bench-failover lab-up lab-down clean
 
 help:
 	@echo "make setup        install host packages (root, Debian 12) and the Python venv"
@@ -14,6 +14,7 @@ help:
 	@echo "make unit         the fast tier: render and validate states in-process"
 	@echo "make integration  a real salt-master and minions"
 	@echo "make demo         the whole cluster in the one-machine lab (see README)"
+	@echo "make bench-failover  failover figures in the lab (about 20 min), bench/results/"
 
 setup: host-packages venv
 
@@ -44,6 +45,17 @@ demo: setup
 	@echo "make demo: the one-machine lab (lab up + salt-run state.orch orch.cluster) is not built yet;"
 	@echo "see README 'Status'. Until then: make test renders and validates every load-balancer config."
 	@exit 1
+
+lab-up: setup
+	lab/lab up
+	lab/lab salt -C 'G@roles:loadbalancer' state.apply --state-output=terse
+
+lab-down:
+	lab/lab down
+
+# Benchmarks print and store figures; they are not tests.
+bench-failover: lab-up
+	$(PY) bench/failover.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

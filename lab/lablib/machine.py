@@ -79,8 +79,12 @@ class Machine:
     def _mount(self):
         if subprocess.run(["mountpoint", "-q", str(self.root)]).returncode == 0:
             return
-        lower = image_root()
-        (self.dir / "image").write_text(str(lower))
+        # A machine keeps the image it was created on, even when a newer one is built.
+        recorded = self.dir / "image"
+        lower = pathlib.Path(recorded.read_text().strip()) if recorded.exists() else image_root()
+        if not lower.exists():
+            raise LabError(f"machine {self.name}: its image {lower} is gone; destroy and recreate it")
+        recorded.write_text(str(lower))
         run("mount", "-t", "overlay", "overlay", "-o",
             f"lowerdir={lower},upperdir={self.dir / 'upper'},workdir={self.dir / 'work'}", self.root)
 

@@ -1,0 +1,61 @@
+"""
+A client of the API through the VIP, as the benchmarks see it: every INTERVAL seconds a
+new TCP + TLS connection and GET /healthz, TIMEOUT seconds at most each. Runs inside the
+lab (the master's network namespace); prints one JSON list [sent_at, ok, seconds, error].
+Bounded: it stops by itself after DURATION seconds.
+"""
+
+import argparse
+import json
+import socket
+import ssl
+import threading
+import time
+
+
+def one_request(host, port, timeout, context):
+    started = time.time()
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            raw.settimeout(max(0.05, timeout - (time.time() - started)))
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n")
+                head = tls.recv(64)
+        ok = head.startswith(b"HTTP/1.1 200") or head.startswith(b"HTTP/1.0 200")
+        return [started, ok, round(time.time() - started, 4), None if ok else head[:20].decode(errors="replace")]
+    except OSError as exc:
+        return [started, False, round(time.time() - started, 4), type(exc).__name__]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--port", type=int, default=6443)
+    parser.add_argument("--duration", type=float, required=True)
+    parser.add_argument("--interval", type=float, default=0.1)
+    parser.add_argument("--timeout", type=float, default=1.0)
+    args = parser.parse_args()
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    results, lock, threads = [], threading.Lock(), []
+
+    def worker():
+        result = one_request(args.host, args.port, args.timeout, context)
+        with lock:
+            results.append(result)
+
+    start = time.time()
+    tick = 0
+    while time.time() - start < args.duration:
+        thread = threading.Thread(target=worker)
+        thread.start()
+        threads.append(thread)
+        tick += 1
+        time.sleep(max(0.0, start + tick * args.interval - time.time()))
+    for thread in threads:
+        thread.join()
+    print(json.dumps(sorted(results)))
+
+
+if __name__ == "__main__":
+    main()
