@@ -90,12 +90,32 @@ def leftover_report():
 
 
 def cmd_status(args):
-    print(f"salt-master: {'running pid %s' % master.pid() if master.pid() else 'stopped'}"
+    master_pid = master.pid()
+    master_mib = master_memory_mib(master_pid) if master_pid else 0
+    print(f"salt-master: {'running pid %s, %s MiB' % (master_pid, master_mib) if master_pid else 'stopped'}"
           f" ({config.MASTER_NS}, {config.MASTER_ADDRESS})")
+    total = master_mib
     for m in machine.all_machines():
         address = (m.dir / "address").read_text().strip() if (m.dir / "address").exists() else "?"
         state = m.system_state() if m.running else "stopped"
-        print(f"{m.name:10} {address:16} {state}")
+        mib = m.memory_mib() if m.running else 0
+        total += mib
+        print(f"{m.name:10} {address:16} {state:10} {mib:7.1f} MiB")
+    print(f"memory in all (resident): {total:.0f} MiB")
+
+
+def master_memory_mib(pid):
+    """The master and its worker processes (same process group)."""
+    pgid = os.getpgid(pid)
+    pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _pgid(int(p)) == pgid]
+    return round(sum(machine.process_rss_kib(p) for p in pids) / 1024, 1)
+
+
+def _pgid(pid):
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def cmd_shell(args):

@@ -16,10 +16,11 @@ IMAGE_BUILD = pathlib.Path(__file__).resolve().parents[1] / "image" / "build"
 
 
 def image_root():
-    path = run(IMAGE_BUILD, "--print-path").stdout.strip()
-    if not pathlib.Path(path).exists():
+    """The image the last build made current (lab up builds it)."""
+    current = config.LAB_DIR / "images" / "current"
+    if not (current / "ready").exists():
         raise LabError(f"the lab image is not built: run {IMAGE_BUILD} (or lab up)")
-    return pathlib.Path(path)
+    return current.resolve() / "rootfs"
 
 
 class Machine:
@@ -49,6 +50,10 @@ class Machine:
     @property
     def running(self):
         return self.leader is not None
+
+    def memory_mib(self):
+        """Resident memory of every process in the machine's cgroup (the host has no cgroup2 memory controller)."""
+        return rss_mib(pathlib.Path(f"/sys/fs/cgroup/unified/{self.machine}"))
 
     def exists(self):
         return self.dir.exists()
@@ -188,3 +193,20 @@ def all_machines():
     if not config.MACHINES_DIR.exists():
         return []
     return [Machine(p.name) for p in sorted(config.MACHINES_DIR.iterdir()) if p.is_dir()]
+
+
+def rss_mib(cgroup):
+    pids = set()
+    for procs in cgroup.rglob("cgroup.procs") if cgroup.exists() else []:
+        pids.update(int(p) for p in procs.read_text().split())
+    return round(sum(process_rss_kib(pid) for pid in pids) / 1024, 1)
+
+
+def process_rss_kib(pid):
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
