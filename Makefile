@@ -55,6 +55,7 @@ lab-down:
 # Benchmarks print and store figures; they are not tests.
 bench-failover: lab-up
 	$(PY) bench/failover.py
+	$(PY) bench/vrrp_soak.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -209,7 +209,7 @@ def plot(results, path):
     ax.set_yticks(range(len(rows)), [f"{f} ({s})" for f, s in rows], fontsize=8)
     ax.set_xlabel("seconds since the fault (one run each; green: answered, red x: failed)")
     ax.set_title("k8sha failover: client requests through the VIP, 10/s")
-    ax.set_xlim(-2.5, 12)
+    ax.set_xlim(-2.5, 12)  # the seed's "HAProxy stopped" goes on to ~31 s
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -258,6 +258,9 @@ def main():
         apply_ours()  # never leave the lab on the seed's settings
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():  # keep the figures of settings not measured in this run
+        previous = json.loads(out.read_text())["results"]
+        results = {**{k: v for k, v in previous.items() if k not in results}, **results}
     out.write_text(json.dumps({"measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "runs_per_case": args.runs, "client": "10 req/s, new TLS connection each, 1 s timeout",
                                "results": results}, indent=1))

@@ -15,7 +15,7 @@ cluster:
     version: 3                 # 3: sub-second adverts, no auth; 2: PASS auth (secret in pillar/secrets/)
     mode: unicast              # unicast | multicast
     virtual_router_id: 51
-    advert_interval: 0.3
+    advert_interval: 0.25
     interface: eth0
   kubernetes:
     version: '1.31'

@@ -115,7 +115,7 @@ def vrrp3_with_secret(d):
 
 
 def vrrp2_fractional_advert(d):
-    d["vrrp"].update(version=2, auth_pass="q7Zr2kP1")  # advert 0.3 stays
+    d["vrrp"].update(version=2, auth_pass="q7Zr2kP1")  # advert 0.25 stays
 
 
 def vrrp3_advert_too_fine(d):
@@ -178,7 +178,7 @@ CASES = [
     (vrrp2_example_placeholder, "cluster.vrrp.auth_pass: a published default password", "pillar/secrets/loadbalancer.sls"),
     (vrrp2_secret_too_long, "cluster.vrrp.auth_pass: 10 characters", "at most 8 characters"),
     (vrrp3_with_secret, "cluster.vrrp.auth_pass: VRRP version 3 has no authentication", "remove the secret"),
-    (vrrp2_fractional_advert, "cluster.vrrp.advert_interval: 0.3; VRRP version 2 takes whole seconds", "version 3"),
+    (vrrp2_fractional_advert, "cluster.vrrp.advert_interval: 0.25; VRRP version 2 takes whole seconds", "version 3"),
     (vrrp3_advert_too_fine, "cluster.vrrp.advert_interval: 0.005", "0.01-40.95"),
     (unknown_vrrp_version, "cluster.vrrp.version: 4", "use 3"),
     (unknown_vrrp_mode, "cluster.vrrp.mode: 'broadcast'", "unicast"),

@@ -102,7 +102,7 @@ def test_keepalived_config_passes_keepalived_check(rendered, minion, tmp_path):
     if cluster["vrrp"].get("version") == 2:
         assert f"auth_pass {SECRET}" in conf and "version 2" in conf
     else:
-        assert "authentication" not in conf and "version 3" in conf and "advert_int 0.3" in conf
+        assert "authentication" not in conf and "version 3" in conf and "advert_int 0.25" in conf
 
 
 def test_firewalld_zone_passes_firewalld_check(rendered, minion, tmp_path):
