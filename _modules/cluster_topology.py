@@ -435,22 +435,6 @@ def members(role):
     return [n["name"] for n in desc["nodes"] if isinstance(n, dict) and n.get("role") == role and n.get("name")]
 
 
-def roles(minion_id=None):
-    """
-    The roles of a minion: its entry in the cluster description, plus the ``roles``
-    grain that salt-cloud profiles set (used for targeting states, never for secrets).
-    """
-    minion_id = minion_id or _minion_id()
-    found = set()
-    node = _find(description(), minion_id)
-    if node and node.get("role") in ROLES:
-        found.add(node["role"])
-    if minion_id == _minion_id():
-        grain = __grains__.get("roles", [])
-        found.update(r for r in ([grain] if isinstance(grain, str) else grain) if r in ROLES)
-    return sorted(found)
-
-
 def salt_master():
     """
     The IPv4 addresses and ports of this minion's salt-master(s): the firewall keeps Salt's
@@ -458,8 +442,8 @@ def salt_master():
     not know them). Empty when running masterless.
     """
     masters = __opts__.get("master") or []
-    if __opts__.get("file_client") == "local" and __opts__.get("master_type") != "disable":
-        masters = [] if masters == "salt" else masters
+    if __opts__.get("file_client") == "local" and masters == "salt":
+        masters = []  # masterless with the default setting: no master connection to keep
     addresses = set()
     for master in [masters] if isinstance(masters, str) else masters:
         try:

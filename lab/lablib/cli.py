@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -77,11 +78,11 @@ def leftover_report():
     mounts = [line.split()[1] for line in open("/proc/mounts") if str(config.LAB_DIR) in line.split()[1]]
     if mounts:
         found.append("mounts " + ", ".join(mounts))
-    machines = [p.name for p in __import__("pathlib").Path("/run/systemd/machines").glob(f"{config.PREFIX}-*")]
+    machines = [p.name for p in pathlib.Path("/run/systemd/machines").glob(f"{config.PREFIX}-*")]
     if machines:
         found.append("machine files " + ", ".join(machines))
     for hierarchy in ("systemd", "unified"):
-        cgroups = [p.name for p in __import__("pathlib").Path(f"/sys/fs/cgroup/{hierarchy}").glob(f"{config.PREFIX}-*")]
+        cgroups = [p.name for p in pathlib.Path(f"/sys/fs/cgroup/{hierarchy}").glob(f"{config.PREFIX}-*")]
         if cgroups:
             found.append(f"cgroups ({hierarchy}) " + ", ".join(cgroups))
     if master.pid():
