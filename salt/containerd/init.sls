@@ -1,0 +1,46 @@
+{#- containerd, the container runtime kubeadm's nodes use, with the systemd cgroup driver
+    (the kubelet's default since 1.22: both must agree). #}
+{%- from 'k8sha/map.jinja' import settings with context %}
+{%- set containerd = settings.containerd %}
+
+include:
+  - base
+  - kubernetes.prerequisites
+
+containerd-package:
+  pkg.installed:
+    - name: {{ containerd.package }}
+
+containerd-config-checker:
+  file.managed:
+    - name: {{ settings.libexec_dir }}/check-containerd-config
+    - source: salt://containerd/files/check-containerd-config
+    - user: root
+    - group: root
+    - mode: '0755'
+    - require:
+      - file: k8sha-libexec-directory
+
+containerd-config:
+  file.managed:
+    - name: {{ containerd.config }}
+    - source: salt://containerd/files/config.toml.jinja
+    - template: jinja
+    - makedirs: True
+    - mode: '0644'
+    # containerd's own parser checks the candidate before it replaces the live file.
+    - check_cmd: {{ settings.libexec_dir }}/check-containerd-config
+    - context:
+        sandbox_image: {{ containerd.sandbox_image | json }}
+    - require:
+      - pkg: containerd-package
+      - file: containerd-config-checker
+
+containerd-service:
+  service.running:
+    - name: {{ containerd.service }}
+    - enable: True
+    - require:
+      - kmod: kubernetes-kernel-module-overlay
+    - watch:
+      - file: containerd-config

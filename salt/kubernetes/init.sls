@@ -1,0 +1,7 @@
+{#- A Kubernetes node (control_plane or worker): kernel prerequisites, containerd, and
+    kubelet/kubeadm/kubectl from pkgs.k8s.io pinned to the description's version and held.
+    Control planes also get kubeadm's configuration (kubernetes.control_plane). #}
+include:
+  - kubernetes.prerequisites
+  - containerd
+  - kubernetes.packages

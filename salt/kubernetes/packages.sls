@@ -1,0 +1,33 @@
+{#- kubelet, kubeadm and kubectl from pkgs.k8s.io for the description's minor version,
+    pinned and held so that an apt upgrade never moves a node to another Kubernetes. #}
+{%- from 'k8sha/map.jinja' import settings, topology with context %}
+{%- set kubernetes = settings.kubernetes %}
+{%- set version = topology.cluster.kubernetes.version %}
+{%- set minor = version.split('.')[:2] | join('.') %}
+{%- set pin = version ~ '-*' if version.count('.') == 2 else minor ~ '.*' %}
+
+kubernetes-apt-keyring-directory:
+  file.directory:
+    - name: {{ salt['file.dirname'](kubernetes.keyring) }}
+    - mode: '0755'
+
+kubernetes-apt-repository:
+  pkgrepo.managed:
+    - name: deb [signed-by={{ kubernetes.keyring }}] {{ kubernetes.repo_url.format(minor=minor) }} /
+    - file: /etc/apt/sources.list.d/kubernetes.list
+    - key_url: {{ kubernetes.repo_url.format(minor=minor) }}Release.key
+    - signedby: {{ kubernetes.keyring }}
+    - aptkey: False
+    - require:
+      - file: kubernetes-apt-keyring-directory
+
+kubernetes-packages:
+  pkg.installed:
+    - pkgs:
+{%- for package in kubernetes.packages %}
+      - {{ package }}: '{{ pin }}'
+{%- endfor %}
+    - hold: True
+    - update_holds: True
+    - require:
+      - pkgrepo: kubernetes-apt-repository

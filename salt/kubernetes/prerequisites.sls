@@ -1,0 +1,35 @@
+{#- What kubeadm's preflight checks ask of a node: bridge netfilter, forwarding, no swap. #}
+{%- from 'k8sha/map.jinja' import settings with context %}
+{%- set kubernetes = settings.kubernetes %}
+
+{%- for module in kubernetes.kernel_modules %}
+
+kubernetes-kernel-module-{{ module }}:
+  kmod.present:
+    - name: {{ module }}
+    - persist: True
+{%- endfor %}
+
+{%- for name, value in kubernetes.sysctls | dictsort %}
+
+kubernetes-sysctl-{{ name }}:
+  sysctl.present:
+    - name: {{ name }}
+    - value: {{ value }}
+    - config: /etc/sysctl.d/90-k8sha-kubernetes.conf
+    - require:
+      - kmod: kubernetes-kernel-module-br_netfilter
+{%- endfor %}
+
+{#- The kubelet refuses to run with swap on: off now, and never again at boot. #}
+kubernetes-swap-off:
+  cmd.run:
+    - name: swapoff -a
+    - onlyif: test -n "$(swapon --show --noheadings)"
+
+kubernetes-swap-off-at-boot:
+  file.replace:
+    - name: /etc/fstab
+    - pattern: '^([^#\s]\S*\s+\S+\s+swap\s.*)$'
+    - repl: '# disabled by Salt (kubelet needs swap off): \1'
+    - ignore_if_missing: True

@@ -1,0 +1,112 @@
+"""
+The Kubernetes node states (production: pkgs.k8s.io) rendered by real Salt: containerd's
+config checked by containerd itself, kubeadm's configuration parsed and its contents
+checked, the packages pinned and held. (Applied for real with the lab's stand-in: issue 4.)
+"""
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from salt_render import description
+
+
+def node(minion, cluster, minion_id, mods):
+    rendered = minion(cluster, minion_id=minion_id)
+    return rendered, rendered.show_sls(*mods)
+
+
+def state_args(states, state_id):
+    module = next(k for k in states[state_id] if not k.startswith("__"))
+    args = {}
+    for item in states[state_id][module]:
+        if isinstance(item, dict):
+            args.update(item)
+    return args
+
+
+@pytest.mark.skipif(not shutil.which("containerd"), reason="containerd not installed (make setup)")
+def test_containerd_config_passes_containerd_and_uses_the_systemd_cgroup_driver(minion, tmp_path):
+    cp, states = node(minion, description(), "cp1", ["containerd"])
+    args = state_args(states, "containerd-config")
+    assert args["check_cmd"].endswith("/check-containerd-config")
+    config = tmp_path / "config.toml"
+    config.write_text(cp.render_file(args))
+    checker = minion.libexec / "check-containerd-config"
+    checker.write_text(cp.render_file(state_args(states, "containerd-config-checker")))
+    checker.chmod(0o755)
+    assert subprocess.run([str(checker), str(config)], capture_output=True).returncode == 0
+    dump = subprocess.run(["containerd", "--config", str(config), "config", "dump"], capture_output=True, text=True).stdout
+    assert "SystemdCgroup = true" in dump
+    broken = tmp_path / "broken.toml"
+    broken.write_text(config.read_text().replace("SystemdCgroup = true", "SystemdCgroup = "))
+    assert subprocess.run([str(checker), str(broken)], capture_output=True).returncode != 0
+
+
+def kubeadm_documents(minion, cluster, minion_id="cp1"):
+    cp, states = node(minion, cluster, minion_id, ["kubernetes.control_plane"])
+    return {doc["kind"]: doc for doc in yaml.safe_load_all(cp.render_file(state_args(states, "kubernetes-kubeadm-config")))}
+
+
+def test_kubeadm_configuration_puts_the_api_behind_the_vip(minion):
+    docs = kubeadm_documents(minion, description(kubernetes={"extra_sans": ["api.example.org"]}))
+    cluster = docs["ClusterConfiguration"]
+    assert cluster["apiVersion"] == "kubeadm.k8s.io/v1beta4"
+    assert cluster["controlPlaneEndpoint"] == "198.51.100.100:6443"
+    assert cluster["apiServer"]["certSANs"] == [
+        "198.51.100.100", "lb1", "lb2", "198.51.100.11", "198.51.100.12", "api.example.org"]
+    assert cluster["networking"] == {"podSubnet": "10.244.0.0/16", "serviceSubnet": "10.96.0.0/12"}
+    assert "kubernetesVersion" not in cluster  # a minor version only: kubeadm's own
+    init = docs["InitConfiguration"]
+    assert init["localAPIEndpoint"] == {"advertiseAddress": "198.51.100.21", "bindPort": 6443}
+    assert init["nodeRegistration"]["name"] == "cp1"
+    assert docs["KubeletConfiguration"]["cgroupDriver"] == "systemd"
+
+
+def test_kubeadm_configuration_follows_the_version(minion):
+    patch = kubeadm_documents(minion, description(kubernetes={"version": "1.31.2"}))["ClusterConfiguration"]
+    assert patch["kubernetesVersion"] == "v1.31.2"
+    older = kubeadm_documents(minion, description(kubernetes={"version": "1.30"}))["ClusterConfiguration"]
+    assert older["apiVersion"] == "kubeadm.k8s.io/v1beta3"
+
+
+@pytest.mark.parametrize("version, pin", [("1.31", "1.31.*"), ("1.31.2", "1.31.2-*")])
+def test_packages_are_pinned_to_the_description_and_held(minion, version, pin):
+    _, states = node(minion, description(kubernetes={"version": version}), "worker1", ["kubernetes"])
+    packages = state_args(states, "kubernetes-packages")
+    assert packages["pkgs"] == [{"kubelet": pin}, {"kubeadm": pin}, {"kubectl": pin}]
+    assert packages["hold"] is True
+    repo = state_args(states, "kubernetes-apt-repository")
+    assert repo["name"] == ("deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] "
+                            "https://pkgs.k8s.io/core:/stable:/v1.31/deb/ /")
+
+
+def test_node_prerequisites_follow_kubeadms_preflight(minion):
+    _, states = node(minion, description(), "worker1", ["kubernetes"])
+    assert {state_args(states, f"kubernetes-kernel-module-{m}")["name"] for m in ("overlay", "br_netfilter")} == {
+        "overlay", "br_netfilter"}
+    sysctls = {state_args(states, s)["name"]: state_args(states, s)["value"]
+               for s in states if s.startswith("kubernetes-sysctl-")}
+    assert sysctls == {"net.bridge.bridge-nf-call-iptables": 1, "net.bridge.bridge-nf-call-ip6tables": 1,
+                       "net.ipv4.ip_forward": 1}
+    assert "kubernetes-swap-off" in states and "kubernetes-swap-off-at-boot" in states
+    # Workers get no kubeadm configuration file: they join with fresh join material only.
+    assert "kubernetes-kubeadm-config" not in states
+
+
+def test_swap_is_disabled_in_fstab_once(minion, tmp_path):
+    worker, states = node(minion, description(), "worker1", ["kubernetes"])
+    args = state_args(states, "kubernetes-swap-off-at-boot")
+    fstab = tmp_path / "fstab"
+    fstab.write_text("UUID=1 / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n# /old none swap sw 0 0\n")
+    args = {k: v for k, v in args.items() if k not in ("name", "order")}
+    first = worker.call("state.single", "file.replace", name=str(fstab), **args)
+    second = worker.call("state.single", "file.replace", name=str(fstab), **args)
+    assert fstab.read_text().splitlines() == [
+        "UUID=1 / ext4 defaults 0 1",
+        "# disabled by Salt (kubelet needs swap off): /swapfile none swap sw 0 0",
+        "# /old none swap sw 0 0",
+    ]
+    assert next(iter(first.values()))["changes"] and not next(iter(second.values()))["changes"]
