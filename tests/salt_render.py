@@ -5,6 +5,7 @@ whose pillar is the project's pillar/top.sls over a description the test writes.
 """
 
 import copy
+import importlib.util
 import pathlib
 import shutil
 
@@ -19,6 +20,14 @@ salt._logging.shutdown_temp_handler()
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHIPPED_DESCRIPTION = yaml.safe_load((REPO / "pillar" / "cluster.sls").read_text())
+
+
+def load_module(name):
+    """A Salt execution module from _modules/ imported as plain Python, for its pure functions."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "_modules" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def merged(base, override):

@@ -1,4 +1,3 @@
-import importlib.util
 import os
 import pathlib
 import shutil
@@ -7,20 +6,11 @@ import pytest
 
 import salt_render
 
-REPO = salt_render.REPO
-
-
-def load_module(name):
-    """A Salt execution module imported as plain Python, for its pure functions."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "_modules" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="session")
 def topology():
-    return load_module("cluster_topology")
+    return salt_render.load_module("cluster_topology")
 
 
 @pytest.fixture

@@ -1,0 +1,123 @@
+"""
+Stacked etcd membership, through etcdctl with kubeadm's certificate paths: members, health,
+leader, and the removal of a member by peer URL that refuses to break quorum.
+
+Endpoints default to every control plane of the cluster description (https://ADDRESS:2379).
+
+CLI examples::
+
+    salt cp1 etcd_cluster.members
+    salt cp1 etcd_cluster.health
+    salt cp1 etcd_cluster.remove_member https://198.51.100.23:2380
+"""
+
+import json
+import subprocess
+
+from salt.exceptions import CommandExecutionError
+
+__virtualname__ = "etcd_cluster"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _settings():
+    return __salt__["cluster_topology.settings"]()["etcd"]
+
+
+def default_endpoints():
+    etcd = _settings()
+    desc = __salt__["cluster_topology.description"]()
+    return [
+        f"https://{n['address']}:{etcd['client_port']}"
+        for n in desc.get("nodes", [])
+        if n.get("role") == "control_plane"
+    ]
+
+
+def _etcdctl(args, endpoints=None, tls=True, check=True):
+    etcd = _settings()
+    endpoints = endpoints or default_endpoints()
+    if isinstance(endpoints, str):
+        endpoints = endpoints.split(",")
+    cmd = [etcd["etcdctl"], f"--endpoints={','.join(endpoints)}", f"--dial-timeout={etcd['timeout']}s",
+           f"--command-timeout={etcd['timeout']}s", "-w", "json"]
+    if tls:
+        cmd += [f"--cacert={etcd['ca']}", f"--cert={etcd['cert']}", f"--key={etcd['key']}"]
+    result = subprocess.run(cmd + list(args), capture_output=True, text=True,
+                            env={"ETCDCTL_API": "3", "PATH": "/usr/local/bin:/usr/bin:/bin"},
+                            timeout=4 * int(etcd["timeout"]) + 5)
+    if check and result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise CommandExecutionError(f"etcdctl {' '.join(args)} on {','.join(endpoints)} failed: {last}")
+    return result
+
+
+def members(endpoints=None, tls=True):
+    """Every member: id (hex, as etcdctl prints it), name, peer and client URLs."""
+    data = json.loads(_etcdctl(["member", "list"], endpoints, tls).stdout)
+    return [
+        {
+            "id": format(m["ID"], "x"),
+            "name": m.get("name", ""),  # empty while a newly added member has not started
+            "peer_urls": m.get("peerURLs", []),
+            "client_urls": m.get("clientURLs", []),
+            "learner": bool(m.get("isLearner")),
+        }
+        for m in data.get("members", [])
+    ]
+
+
+def health(endpoints=None, tls=True):
+    """Health of every member's client URL: {url: {'healthy': bool, 'error': ...}}."""
+    result = _etcdctl(["endpoint", "health", "--cluster"], endpoints, tls, check=False)
+    try:
+        entries = json.loads(result.stdout or "[]")
+    except ValueError as exc:
+        raise CommandExecutionError(f"etcdctl endpoint health: unreadable output: {result.stderr.strip()}") from exc
+    return {e["endpoint"]: {"healthy": bool(e.get("health")), "error": e.get("error")} for e in entries}
+
+
+def leader(endpoints=None, tls=True):
+    """The leader's member id (hex) and name, as the reachable members report it."""
+    result = _etcdctl(["endpoint", "status", "--cluster"], endpoints, tls, check=False)
+    statuses = json.loads(result.stdout or "[]")
+    leaders = {s["Status"]["leader"] for s in statuses if s.get("Status")}
+    if len(leaders) != 1:
+        return {"id": None, "name": None, "reason": f"members report {len(leaders)} leaders"}
+    leader_id = format(leaders.pop(), "x")
+    name = next((m["name"] for m in members(endpoints, tls) if m["id"] == leader_id), None)
+    return {"id": leader_id, "name": name}
+
+
+def quorum_after_removal(member_list, healthy_client_urls, peer_url):
+    """(safe, reason): whether removing the member with `peer_url` keeps a quorum of healthy
+    members in the smaller cluster (pure function)."""
+    remaining = [m for m in member_list if peer_url not in m["peer_urls"]]
+    quorum = len(remaining) // 2 + 1
+    healthy = sum(1 for m in remaining if any(u in healthy_client_urls for u in m["client_urls"]))
+    if healthy < quorum:
+        return False, (f"removing {peer_url} would leave {healthy} healthy of {len(remaining)} members, "
+                       f"below the quorum of {quorum}: nothing was removed")
+    return True, f"{healthy} healthy of {len(remaining)} members remain (quorum {quorum})"
+
+
+def remove_member(peer_url, endpoints=None, tls=True):
+    """
+    Remove the member whose peer URL is ``peer_url``, only if the remaining members keep a
+    healthy quorum. Returns ``{'removed': bool, 'id', 'comment'}``; absent is not an error.
+    """
+    member_list = members(endpoints, tls)
+    target = next((m for m in member_list if peer_url in m["peer_urls"]), None)
+    if target is None:
+        return {"removed": False, "id": None, "comment": f"no member has peer URL {peer_url}: nothing to remove"}
+    healthy_urls = {url for url, h in health(endpoints, tls).items() if h["healthy"]}
+    safe, reason = quorum_after_removal(member_list, healthy_urls, peer_url)
+    if not safe:
+        raise CommandExecutionError(reason)
+    # Ask only healthy members: a request routed to the member being removed could hang.
+    remaining = [u for m in member_list if m is not target for u in m["client_urls"] if u in healthy_urls]
+    _etcdctl(["member", "remove", target["id"]], remaining, tls)
+    return {"removed": True, "id": target["id"], "comment": f"removed {target['name'] or target['id']}; {reason}"}

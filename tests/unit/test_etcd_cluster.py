@@ -1,0 +1,148 @@
+"""
+etcd_cluster against a real three-member etcd 3.4 on loopback with client TLS, the way
+kubeadm's stacked etcd runs: membership, health, leader, and removal that refuses to
+break quorum.
+"""
+
+import datetime
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+import salt_render
+
+pytestmark = pytest.mark.skipif(not (shutil.which("etcd") and shutil.which("etcdctl")),
+                                reason="etcd and etcdctl not installed (make setup)")
+ADDRESSES = ("127.0.0.21", "127.0.0.22", "127.0.0.23")
+
+
+def _key_and_cert(name, issuer=None, issuer_key=None, ca=False, ips=()):
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer or subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if not ca:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(
+            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    if ips:
+        builder = builder.add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]), critical=False)
+    cert = builder.sign(issuer_key or key, hashes.SHA256())
+    return key, cert
+
+
+def _write(path, key, cert):
+    path.with_suffix(".key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    path.with_suffix(".crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def etcd_members(safe_dir, minion):
+    pki = safe_dir / "pki"
+    pki.mkdir()
+    ca_key, ca_cert = _key_and_cert("etcd-ca", ca=True)
+    _write(pki / "ca", ca_key, ca_cert)
+    server_key, server_cert = _key_and_cert("etcd", ca_cert.subject, ca_key, ips=ADDRESSES)
+    _write(pki / "server", server_key, server_cert)
+    client_key, client_cert = _key_and_cert("kube-etcd-healthcheck-client", ca_cert.subject, ca_key)
+    _write(pki / "healthcheck-client", client_key, client_cert)
+    port = _free_port()
+    names = [f"cp{i}" for i in (1, 2, 3)]
+    initial = ",".join(f"{n}=http://{a}:{port + 1}" for n, a in zip(names, ADDRESSES))
+    procs = {}
+    for name, address in zip(names, ADDRESSES):
+        procs[name] = subprocess.Popen(
+            ["etcd", "--name", name, "--data-dir", str(safe_dir / f"etcd-{name}"),
+             "--listen-client-urls", f"https://{address}:{port}", "--advertise-client-urls", f"https://{address}:{port}",
+             "--listen-peer-urls", f"http://{address}:{port + 1}", "--initial-advertise-peer-urls", f"http://{address}:{port + 1}",
+             "--initial-cluster", initial, "--initial-cluster-state", "new",
+             "--cert-file", str(pki / "server.crt"), "--key-file", str(pki / "server.key"),
+             "--trusted-ca-file", str(pki / "ca.crt"), "--client-cert-auth"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cluster = salt_render.description(nodes=[
+        {"name": "lb1", "role": "loadbalancer", "address": "127.0.0.11"},
+        {"name": "lb2", "role": "loadbalancer", "address": "127.0.0.12"},
+        *[{"name": n, "role": "control_plane", "address": a} for n, a in zip(names, ADDRESSES)],
+    ], api={"vip": "127.0.0.100", "prefix": 8})
+    node = minion(cluster, minion_id="cp1", lookup={"etcd": {
+        "client_port": port, "ca": str(pki / "ca.crt"), "cert": str(pki / "healthcheck-client.crt"),
+        "key": str(pki / "healthcheck-client.key"), "timeout": 1}})
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        health = node.call("etcd_cluster.health")
+        if len(health) == 3 and all(h["healthy"] for h in health.values()):
+            break
+        time.sleep(0.3)
+    try:
+        yield node, procs, port
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=10)
+
+
+def test_members_health_and_leader_over_tls(etcd_members):
+    node, procs, port = etcd_members
+    members = node.call("etcd_cluster.members")
+    assert sorted(m["name"] for m in members) == ["cp1", "cp2", "cp3"]
+    assert {m["peer_urls"][0] for m in members} == {f"http://{a}:{port + 1}" for a in ADDRESSES}
+    health = node.call("etcd_cluster.health")
+    assert {url: h["healthy"] for url, h in health.items()} == {f"https://{a}:{port}": True for a in ADDRESSES}
+    assert node.call("etcd_cluster.leader")["name"] in ("cp1", "cp2", "cp3")
+
+
+def test_removal_that_would_break_quorum_is_refused_and_a_dead_member_is_removed(etcd_members):
+    node, procs, port = etcd_members
+    procs["cp3"].kill()
+    procs["cp3"].wait()
+    health = node.call("etcd_cluster.health")
+    assert health[f"https://127.0.0.23:{port}"]["healthy"] is False
+    # Removing a healthy member now would leave 1 healthy of 2: refused, nothing changes.
+    with pytest.raises(Exception) as refused:
+        node.call("etcd_cluster.remove_member", f"http://127.0.0.22:{port + 1}")
+    assert "below the quorum of 2: nothing was removed" in str(refused.value)
+    assert len(node.call("etcd_cluster.members")) == 3
+    # Removing the dead one leaves 2 healthy of 2.
+    removed = node.call("etcd_cluster.remove_member", f"http://127.0.0.23:{port + 1}")
+    assert removed["removed"] is True
+    assert sorted(m["name"] for m in node.call("etcd_cluster.members")) == ["cp1", "cp2"]
+    again = node.call("etcd_cluster.remove_member", f"http://127.0.0.23:{port + 1}")
+    assert again["removed"] is False and "nothing to remove" in again["comment"]
+
+
+def _members(n):
+    return [{"peer_urls": [f"p{i}"], "client_urls": [f"c{i}"]} for i in range(n)]
+
+
+@pytest.mark.parametrize("size, healthy, target, safe", [
+    (3, {"c0", "c1", "c2"}, "p2", True),   # healthy 3-member cluster: 2 of 2 remain
+    (3, {"c0", "c1"}, "p2", True),         # remove the dead one: 2 of 2
+    (3, {"c0", "c1"}, "p1", False),        # remove a live one while one is dead: 1 of 2
+    (5, {"c0", "c1", "c2"}, "p4", True),   # 5 members, 2 dead: 3 of 4 remain, quorum 3
+    (5, {"c0", "c1", "c2"}, "p0", False),  # 2 of 4 remain healthy: below 3
+    (1, {"c0"}, "p0", False),              # the last member is never removed
+])
+def test_quorum_rule(size, healthy, target, safe):
+    etcd = salt_render.load_module("etcd_cluster")
+    assert etcd.quorum_after_removal(_members(size), healthy, target)[0] is safe
