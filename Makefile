@@ -43,7 +43,7 @@ test: setup
 
 # Today: the lab, the load balancers applied by Salt, their status. orch.cluster comes with issue 4.
 demo: lab-up
-	lab/lab salt -C 'G@roles:loadbalancer' lb_status.summary
+	lab/lab salt-run cluster.status format=table
 
 lab-up: setup
 	lab/lab up

@@ -108,7 +108,9 @@ def salt_json(tool, *args, timeout=600):
     """Run a Salt CLI tool with --out=json and return the parsed output."""
     import json
 
-    result = subprocess.run(salt_command(tool, "--out=json", "--static", *args),
+    # --static: one JSON document for all minions (salt only; salt-run prints one anyway).
+    options = ["--out=json", "--static"] if tool == "salt" else ["--out=json"]
+    result = subprocess.run(salt_command(tool, *options, *args),
                             capture_output=True, text=True, timeout=timeout)
     if not result.stdout.strip():
         raise LabError(f"{tool} {' '.join(args)}: no output (exit {result.returncode}): {result.stderr.strip()}")

@@ -130,3 +130,14 @@ def test_reapplying_the_role_changes_nothing(lab):
     }
     assert changed == {lb: [] for lb in LOAD_BALANCERS}
     assert all(s["result"] for states in results.values() for s in states.values())
+
+
+def test_cluster_status_runner_agrees_with_the_machines(lab):
+    holder = lab.one_holder()
+    status, _ = master.salt_json("salt-run", "cluster.status")
+    assert status["vip_holders"] == [holder]
+    assert status["api"]["healthy"] is True
+    for lb in LOAD_BALANCERS:
+        assert status["load_balancers"][lb]["haproxy"]["up"] == 3
+    table, _ = master.salt_json("salt-run", "cluster.status", "format=table")
+    assert f"held by {holder}" in table
