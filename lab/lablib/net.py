@@ -15,19 +15,25 @@ def netns_exists(name):
 def refuse_if_routed_on_host():
     """The lab range must not be reachable from the host: refuse if any host route covers it."""
     routes = json.loads(run("ip", "-j", "-4", "route", "show", "table", "all").stdout or "[]")
+    clashes = routes_overlapping_lab(routes)
+    if clashes:
+        raise LabError(
+            f"the host routes {', '.join(clashes)}, which overlaps the lab range {config.NETWORK}; "
+            "the lab refuses to start so that no lab packet can leave the host"
+        )
+
+
+def routes_overlapping_lab(routes):
+    """Host routes (from `ip -j route`) that cover part of the lab range; default routes do not count."""
+    clashes = []
     for route in routes:
         dst = route.get("dst", "")
-        if dst in ("default", "") or route.get("type") in ("local", "broadcast"):
-            if route.get("type") in ("local", "broadcast") and dst and dst != "default":
-                if ipaddress.IPv4Address(dst.split("/")[0]) in config.NETWORK:
-                    raise LabError(f"the host has the lab address {dst} configured; choose another host or remove it")
+        if dst in ("", "default"):
             continue
         network = ipaddress.IPv4Network(dst if "/" in dst else f"{dst}/32", strict=False)
         if network.overlaps(config.NETWORK):
-            raise LabError(
-                f"the host routes {dst} (dev {route.get('dev')}), which overlaps the lab range "
-                f"{config.NETWORK}; the lab refuses to start so that no lab packet can leave the host"
-            )
+            clashes.append(f"{dst} (dev {route.get('dev', '?')})")
+    return clashes
 
 
 def ensure_switch():

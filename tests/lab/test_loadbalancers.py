@@ -141,3 +141,16 @@ def test_cluster_status_runner_agrees_with_the_machines(lab):
         assert status["load_balancers"][lb]["haproxy"]["up"] == 3
     table, _ = master.salt_json("salt-run", "cluster.status", "format=table")
     assert f"held by {holder}" in table
+
+
+def test_lab_namespaces_reach_only_the_lab_subnet(lab):
+    # Route lookups only: nothing is sent. Outside the lab subnet there is no route at all.
+    def lookup(run, address):
+        out = run("ip", "route", "get", address, check=False)
+        return out.returncode, (out.stdout + out.stderr).lower()
+
+    for run in (lab.machine("lb1").exec, lab.machine("cp1").exec, master.in_master_ns):
+        code, text = lookup(run, "203.0.113.1")
+        assert code != 0 and "no route to host" in text, text
+        code, text = lookup(run, "198.51.100.12")  # lb2, from none of these three
+        assert code == 0 and "dev eth0" in text, text
