@@ -5,8 +5,6 @@ import shutil
 import sys
 import time
 
-
-
 import salt_render
 
 REPO = salt_render.REPO
