@@ -9,12 +9,11 @@ CLI examples::
     salt-run cluster.status format=table    # for people
 """
 
+import pathlib
 import ssl
 import urllib.request
 
 import salt.client
-import salt.config
-import salt.loader
 import yaml
 
 __virtualname__ = "cluster"
@@ -26,8 +25,6 @@ def __virtual__():
 
 def _description():
     """The cluster description as the master serves it (pillar_roots/cluster.sls)."""
-    import pathlib  # pylint: disable=import-outside-toplevel
-
     for root in __opts__.get("pillar_roots", {}).get("base", []):
         path = pathlib.Path(root) / "cluster.sls"
         if path.exists():

@@ -1,6 +1,7 @@
 """The lab's salt-master: a host process in its own network namespace on the bridge,
 serving the project tree (file_roots, pillar_roots, module_dirs)."""
 
+import json
 import os
 import signal
 import subprocess
@@ -106,8 +107,6 @@ def salt_command(tool, *args):
 
 def salt_json(tool, *args, timeout=600):
     """Run a Salt CLI tool with --out=json and return the parsed output."""
-    import json
-
     # --static: one JSON document for all minions (salt only; salt-run prints one anyway).
     options = ["--out=json", "--static"] if tool == "salt" else ["--out=json"]
     result = subprocess.run(salt_command(tool, *options, *args),

@@ -11,7 +11,8 @@ REPO = salt_render.REPO
 LAB_CLI = REPO / "lab" / "lab"
 sys.path.insert(0, str(REPO / "lab"))
 
-from lablib import config, machine, master, net  # noqa: E402
+# config and net are used by the tests through this module.
+from lablib import config, machine, master, net  # noqa: E402,F401
 
 LOAD_BALANCERS = ("lb1", "lb2")
 VIP = salt_render.description()["api"]["vip"]

@@ -6,7 +6,6 @@ break quorum.
 
 import datetime
 import ipaddress
-import os
 import shutil
 import signal
 import socket

@@ -11,7 +11,6 @@ import subprocess
 
 import pytest
 
-import salt_render
 from salt_render import RenderError, description
 
 pytestmark = pytest.mark.skipif(
