@@ -16,7 +16,9 @@ base:
     - match: compound
     - base
     - firewall
+    - kubernetes.control_plane
   '{{ role("worker") }}':
     - match: compound
     - base
     - firewall
+    - kubernetes

@@ -40,6 +40,8 @@ def master_config():
         "auto_accept": False,
         # The lab has no DNS: no name lookups for grains (each would wait for a timeout).
         "enable_fqdns_grains": False,
+        # pillar/top.sls adds pillar/lab.sls (stand-in package source, the host's kernel).
+        "k8sha_lab": True,
     }
 
 

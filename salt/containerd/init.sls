@@ -41,6 +41,6 @@ containerd-service:
     - name: {{ containerd.service }}
     - enable: True
     - require:
-      - kmod: kubernetes-kernel-module-overlay
+      - sls: kubernetes.prerequisites        # the overlay module, when the node has its own kernel
     - watch:
       - file: containerd-config

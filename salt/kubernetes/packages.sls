@@ -6,6 +6,13 @@
 {%- set minor = version.split('.')[:2] | join('.') %}
 {%- set pin = version ~ '-*' if version.count('.') == 2 else minor ~ '.*' %}
 
+{%- if kubernetes.repo_trusted %}
+{#- The lab's local repository of stand-in packages (lab/standin): unsigned, so trusted. #}
+kubernetes-apt-repository:
+  pkgrepo.managed:
+    - name: deb [trusted=yes] {{ kubernetes.repo_url.format(minor=minor) }} /
+    - file: /etc/apt/sources.list.d/kubernetes.list
+{%- else %}
 kubernetes-apt-keyring-directory:
   file.directory:
     - name: {{ salt['file.dirname'](kubernetes.keyring) }}
@@ -20,6 +27,7 @@ kubernetes-apt-repository:
     - aptkey: False
     - require:
       - file: kubernetes-apt-keyring-directory
+{%- endif %}
 
 kubernetes-packages:
   pkg.installed:

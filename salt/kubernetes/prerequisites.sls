@@ -1,6 +1,12 @@
 {#- What kubeadm's preflight checks ask of a node: bridge netfilter, forwarding, no swap. #}
 {%- from 'k8sha/map.jinja' import settings with context %}
 {%- set kubernetes = settings.kubernetes %}
+{%- if not kubernetes.kernel_prerequisites %}
+
+kubernetes-kernel-prerequisites-left-to-the-host:
+  test.nop:
+    - name: kernel modules, sysctls and swap belong to the host (k8sha:lookup:kubernetes:kernel_prerequisites is false)
+{%- else %}
 
 {%- for module in kubernetes.kernel_modules %}
 
@@ -33,3 +39,4 @@ kubernetes-swap-off-at-boot:
     - pattern: '^([^#\s]\S*\s+\S+\s+swap\s.*)$'
     - repl: '# disabled by Salt (kubelet needs swap off): \1'
     - ignore_if_missing: True
+{%- endif %}

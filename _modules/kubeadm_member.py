@@ -1,0 +1,259 @@
+"""
+This node's membership in the kubeadm cluster: status, init, join, reset, and (on a control
+plane) registering and revoking the join material of another node.
+
+Join material (bootstrap token, certificate key) comes only from pillar ``k8sha_join``, which
+the orchestration writes fresh for each join (_states/cluster_build.py) and targets to the
+joining node and the control planes. It is never an argument (job arguments travel on the
+event bus), never returned, never logged: kubeadm's output is kept only as redacted lines.
+
+CLI examples::
+
+    salt cp1 kubeadm_member.status
+    salt cp1 kubeadm_member.ca_cert_hash
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import tempfile
+import urllib.request
+
+import yaml
+from salt.exceptions import CommandExecutionError
+
+__virtualname__ = "kubeadm_member"
+
+TOKEN = re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b")
+HEX_KEY = re.compile(r"\b[0-9a-f]{64}\b")
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _settings():
+    return __salt__["cluster_topology.settings"]()["kubernetes"]
+
+
+def _paths():
+    config_dir = _settings()["config_dir"]
+    return {
+        "kubelet_conf": f"{config_dir}/kubelet.conf",
+        "admin_conf": f"{config_dir}/admin.conf",
+        "ca": f"{config_dir}/pki/ca.crt",
+        "ca_key": f"{config_dir}/pki/ca.key",
+        "etcd_manifest": f"{config_dir}/manifests/etcd.yaml",
+        "apiserver_manifest": f"{config_dir}/manifests/kube-apiserver.yaml",
+    }
+
+
+def redact(text, secrets=()):
+    """Text with every token, certificate key and given secret replaced (pure function)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "<redacted>")
+    return HEX_KEY.sub("<redacted>", TOKEN.sub("<redacted>", text))
+
+
+def _kubeadm(args, secrets=(), timeout=300):
+    """Run kubeadm; its output is returned redacted and never logged."""
+    try:
+        result = subprocess.run([_settings()["kubeadm"], *args], capture_output=True, text=True, timeout=timeout,
+                                env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise CommandExecutionError(f"kubeadm {args[0]}: {redact(str(exc), secrets)}") from None
+    output = redact(result.stdout + result.stderr, secrets)
+    return result.returncode, result.stdout, output
+
+
+def _fail(step, output):
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    raise CommandExecutionError(f"kubeadm {step} failed: " + " | ".join(lines[-4:]))
+
+
+def classify(present, control_plane):
+    """(state, reason) from which of kubeadm's files exist (pure function).
+
+    state: 'absent' (nothing of kubeadm), 'member', or 'half-joined' (some files only:
+    an init or join that stopped part-way; it needs `kubeadm reset -f` before a new join)."""
+    wanted = ["kubelet_conf", "ca"] + (["etcd_manifest", "apiserver_manifest"] if control_plane else [])
+    found = [name for name in wanted if present.get(name)]
+    if not found and not present.get("etcd_data"):
+        return "absent", "no kubeadm files"
+    if len(found) == len(wanted):
+        return "member", "kubeadm's files are all present"
+    missing = [name for name in wanted if name not in found]
+    return "half-joined", f"found {', '.join(found) or 'etcd data'}, missing {', '.join(missing)}"
+
+
+def _local_api_healthy(port):
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", timeout=3, context=context) as answer:
+            return answer.status == 200
+    except Exception:  # pylint: disable=broad-except
+        return False
+
+
+def status():
+    """This node in the cluster: role expected, state (absent/member/half-joined), reason."""
+    topology = __salt__["cluster_topology.view"]()
+    role = topology["node"]["role"]
+    control_plane = role == "control_plane"
+    paths = _paths()
+    present = {name: os.path.exists(path) for name, path in paths.items()}
+    present["etcd_data"] = os.path.isdir("/var/lib/etcd/member")
+    state, reason = classify(present, control_plane)
+    result = {"node": topology["node"]["name"], "role": role, "state": state, "reason": reason}
+    if control_plane and state == "member":
+        result["api_healthy"] = _local_api_healthy(topology["cluster"]["api"]["port"])
+    return result
+
+
+def ca_cert_hash():
+    """kubeadm's discovery hash of the cluster CA (public: it pins the CA, it grants nothing)."""
+    ca = _paths()["ca"]
+    try:
+        pub = subprocess.run(["openssl", "x509", "-in", ca, "-noout", "-pubkey"], capture_output=True, check=True).stdout
+        der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=pub,
+                             capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise CommandExecutionError(f"no cluster CA at {ca}: is this a control plane of an initialised cluster? ({exc})")
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+def init():
+    """kubeadm init with this node's kubeadm config (salt/kubernetes/config.sls). The token
+    kubeadm init makes is deleted at once: every join gets its own."""
+    current = status()
+    if current["state"] != "absent":
+        return {"changed": False, "comment": f"{current['node']}: {current['state']} ({current['reason']})"}
+    code, stdout, output = _kubeadm(["init", "--config", _settings()["kubeadm_config"]])
+    if code != 0:
+        _fail("init", output)
+    made = TOKEN.search(stdout.split("Using token:", 1)[-1])
+    if made:
+        _kubeadm(["token", "delete", made.group(0).split(".")[0]], secrets=[made.group(0)])
+    return {"changed": True, "comment": f"{current['node']}: kubeadm init done; its bootstrap token was deleted"}
+
+
+def _material(node):
+    """The join material for ``node`` from a freshly compiled pillar (never from arguments)."""
+    material = __salt__["pillar.items"](unmask=True).get("k8sha_join", {}).get(node)
+    if not material:
+        raise CommandExecutionError(f"no join material for {node} in pillar k8sha_join: the orchestration issues it "
+                                    "(salt-run state.orch orch.cluster); nothing was changed")
+    return material
+
+
+def register_join(node):
+    """On a control plane: make the pillar's token for ``node`` valid and, for a control
+    plane, upload the certificates encrypted with its fresh certificate key (they expire
+    after 2 hours). Returns only public facts (the token id)."""
+    material = _material(node)
+    token, key = material["token"], material.get("certificate_key")
+    code, _, output = _kubeadm(["token", "create", token, "--ttl", material.get("ttl", "1h"),
+                                "--description", f"k8sha: join of {node}"], secrets=[token, key])
+    if code != 0:
+        _fail("token create", output)
+    if material.get("control_plane"):
+        code, _, output = _kubeadm(["init", "phase", "upload-certs", "--upload-certs", "--certificate-key", key],
+                                   secrets=[token, key])
+        if code != 0:
+            _fail("init phase upload-certs", output)
+    return {"node": node, "token_id": token.split(".")[0], "control_plane": bool(material.get("control_plane")),
+            "ttl": material.get("ttl", "1h")}
+
+
+def revoke_join(token_id):
+    """On a control plane: delete a join token by its id (the public half). Absent is fine."""
+    code, _, output = _kubeadm(["token", "delete", token_id])
+    if code != 0 and "not found" not in output:
+        _fail("token delete", output)
+    return {"token_id": token_id, "deleted": code == 0}
+
+
+def join_configuration(node, material, api, kubernetes_version):
+    """kubeadm's JoinConfiguration for ``node`` (pure function; holds secrets: written 0600)."""
+    minor = int(str(kubernetes_version).split(".")[1])
+    config = {
+        "apiVersion": "kubeadm.k8s.io/v1beta4" if minor >= 31 else "kubeadm.k8s.io/v1beta3",
+        "kind": "JoinConfiguration",
+        "discovery": {"bootstrapToken": {"apiServerEndpoint": f"{api['vip']}:{api['port']}",
+                                         "token": material["token"], "caCertHashes": [material["ca_cert_hash"]]}},
+        "nodeRegistration": {"name": node["name"], "criSocket": "unix:///run/containerd/containerd.sock"},
+    }
+    if material.get("control_plane"):
+        config["controlPlane"] = {"localAPIEndpoint": {"advertiseAddress": node["address"], "bindPort": api["port"]},
+                                  "certificateKey": material["certificate_key"]}
+    return config
+
+
+def join():
+    """kubeadm join of this node with its join material from pillar; a member is left alone,
+    a half-joined node is refused (it needs `kubeadm reset -f` first)."""
+    current = status()
+    if current["state"] == "member":
+        return {"changed": False, "comment": f"{current['node']}: already a member"}
+    if current["state"] == "half-joined":
+        raise CommandExecutionError(f"{current['node']} is half-joined ({current['reason']}): run `kubeadm reset -f` "
+                                    "on it (orch.heal_control_plane does) before joining again; nothing was changed")
+    topology = __salt__["cluster_topology.view"]()
+    material = _material(current["node"])
+    config = join_configuration(topology["node"], material, topology["cluster"]["api"],
+                                topology["cluster"]["kubernetes"]["version"])
+    private = tempfile.mkdtemp(prefix="k8sha-join-")
+    try:
+        os.chmod(private, 0o700)
+        path = os.path.join(private, "join.yaml")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            yaml.safe_dump(config, handle)
+        code, _, output = _kubeadm(["join", "--config", path],
+                                   secrets=[material["token"], material.get("certificate_key")])
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    if code != 0:
+        _fail("join", output)
+    kind = "control plane" if material.get("control_plane") else "worker"
+    return {"changed": True, "comment": f"{current['node']}: joined as a {kind}"}
+
+
+def reset():
+    """kubeadm reset -f: leaves the cluster (a control plane removes its own etcd member)."""
+    code, _, output = _kubeadm(["reset", "-f"])
+    if code != 0:
+        _fail("reset", output)
+    return {"changed": True, "comment": "kubeadm reset done"}
+
+
+def nodes():
+    """{node: 'Ready'|'NotReady'} as the API server reports them (kubectl with admin.conf)."""
+    kubectl = _settings().get("kubectl", "kubectl")
+    try:
+        result = subprocess.run([kubectl, "--kubeconfig", _paths()["admin_conf"], "get", "nodes", "-o", "json"],
+                                capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise CommandExecutionError(f"kubectl get nodes: {exc}") from None
+    if result.returncode != 0:
+        raise CommandExecutionError(f"kubectl get nodes: {redact(result.stderr.strip())}")
+    ready = {}
+    for item in json.loads(result.stdout).get("items", []):
+        conditions = item.get("status", {}).get("conditions", [])
+        is_ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        ready[item["metadata"]["name"]] = "Ready" if is_ready else "NotReady"
+    return ready
+
+
+def cluster_health():
+    """From a control plane: etcd members by name with their health, and node readiness."""
+    members = __salt__["etcd_cluster.members"]()
+    health = __salt__["etcd_cluster.health"]()
+    etcd = {m["name"] or m["id"]: any(health.get(u, {}).get("healthy") for u in m["client_urls"]) for m in members}
+    return {"etcd": etcd, "nodes": nodes()}

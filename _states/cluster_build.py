@@ -1,0 +1,338 @@
+"""
+Master-side steps of the orchestrations (orch/*.sls): each checks first and changes only
+what is missing, so that a re-run on a healthy cluster reports no changes. A failure names
+the node and the cause.
+
+    cluster_build.description_valid   the cluster description has no problem
+    cluster_build.instances_present   salt-cloud map: machines missing from it are created
+    cluster_build.minions_ready       every node answers and has the project's modules
+    cluster_build.vip_answers         one load balancer holds the VIP and it accepts connections
+    cluster_build.initialised         kubeadm init on the first control plane, unless a cluster exists
+    cluster_build.joined              kubeadm join of nodes, with join material made fresh for them
+    cluster_build.healthy             etcd members healthy, nodes Ready, /healthz through the VIP
+
+Join material (token, certificate key) is written to pillar (secrets/join/NODE.sls, 0600,
+targeted to that node and the control planes), used, and removed; it is never an argument
+of a job, so it never travels on the event bus.
+"""
+
+import os
+import secrets
+import socket
+import ssl
+import string
+import time
+import urllib.request
+
+import salt.cloud
+import salt.utils.yaml
+
+__virtualname__ = "cluster_build"
+TOKEN_CHARS = string.ascii_lowercase + string.digits
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _ret(name, result=True, comment="", changes=None):
+    return {"name": name, "result": result, "comment": comment, "changes": changes or {}}
+
+
+def _description():
+    return __salt__["cluster_topology.description"]()
+
+
+def _names(role=None):
+    return [n["name"] for n in _description().get("nodes", []) if role is None or n.get("role") == role]
+
+
+def _cmd(targets, fun, arg=(), timeout=120):
+    """{minion: (ok, return)} for the targets that answered."""
+    if not targets:
+        return {}
+    answers = __salt__["saltutil.cmd"](list(targets), fun, arg=list(arg), tgt_type="list", timeout=timeout)
+    return {m: (a.get("retcode", 0) == 0 and not str(a.get("ret", "")).startswith("ERROR"), a.get("ret"))
+            for m, a in answers.items()}
+
+
+def _error(answer):
+    text = str(answer)
+    return text.split("CommandExecutionError: ", 1)[-1].strip()
+
+
+# --- validation and provisioning ---------------------------------------------------------------
+
+def description_valid(name):
+    """The cluster description (pillar `cluster`) has no problem; each problem names the field and the fix."""
+    problems = __salt__["cluster_topology.validate"](require_secrets=False)["problems"]
+    if problems:
+        return _ret(name, False, "invalid cluster description (pillar/cluster.sls); nothing was changed:\n  "
+                    + "\n  ".join(problems))
+    return _ret(name, comment=f"cluster {_description().get('name')}: description valid ({len(_names())} nodes)")
+
+
+def _cloud_mapper(map_path):
+    cloud_config = os.path.join(os.path.dirname(__opts__["conf_file"]), "cloud")
+    client = salt.cloud.CloudClient(path=cloud_config)
+    return salt.cloud.Map(client._opts_defaults(map=map_path))  # pylint: disable=protected-access
+
+
+def instances_present(name):
+    """Every machine of the salt-cloud map ``name`` (a salt:// URL or a path) exists; missing ones are created."""
+    path = __salt__["cp.cache_file"](name) if name.startswith("salt://") else name
+    if not path or not os.path.exists(path):
+        return _ret(name, False, f"salt-cloud map {name} not found; set k8sha:lookup:cloud:map")
+    mapper = _cloud_mapper(path)
+    dmap = mapper.map_data()
+    missing = sorted(dmap.get("create", {}))
+    existing = sorted(dmap.get("existing", {}))
+    if not missing:
+        return _ret(name, comment=f"all {len(existing)} machines of the map exist")
+    if __opts__["test"]:
+        return _ret(name, None, f"would create {', '.join(missing)}", {"created": missing})
+    results = mapper.run_map(dmap)
+    failed = {n: r for n, r in results.items() if n in missing and (not isinstance(r, dict) or "Error" in r)}
+    if failed:
+        return _ret(name, False, "; ".join(f"{n}: salt-cloud could not create it: {str(r)[:300]}"
+                                            for n, r in failed.items()), {"created": sorted(set(missing) - set(failed))})
+    return _ret(name, comment=f"created {', '.join(missing)}", changes={"created": missing})
+
+
+def minions_ready(name, timeout=180):
+    """Every node of the description answers test.ping and has the project's Salt modules."""
+    nodes = _names()
+    deadline = time.monotonic() + timeout
+    answered = {}
+    while time.monotonic() < deadline:
+        answered = {m for m, (ok, ret) in _cmd(nodes, "test.ping", timeout=10).items() if ok and ret is True}
+        if answered >= set(nodes):
+            break
+        time.sleep(2)
+    missing = [n for n in nodes if n not in answered]
+    if missing:
+        return _ret(name, False, f"no answer in {timeout} s from {', '.join(missing)}: is salt-minion running there "
+                                 "and its key accepted (salt-key -L)?")
+    synced = _cmd(nodes, "saltutil.sync_all")
+    failed = [m for m, (ok, _) in synced.items() if not ok] + [n for n in nodes if n not in synced]
+    if failed:
+        return _ret(name, False, f"saltutil.sync_all failed on {', '.join(failed)}")
+    delivered = {m: sorted(k for k, v in ret.items() if v) for m, (ok, ret) in synced.items() if any(ret.values())}
+    return _ret(name, comment=f"{len(nodes)} minions answer; project modules in place",
+                changes={"synced": delivered} if delivered else {})
+
+
+# --- load balancers ----------------------------------------------------------------------------
+
+def _tcp_open(host, port, timeout=2):
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def vip_answers(name, timeout=60):
+    """Exactly one load balancer holds the VIP ``name`` and it accepts TCP connections on the API port."""
+    api = _description()["api"]
+    balancers = _names("loadbalancer")
+    deadline, holders = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        states = _cmd(balancers, "lb_status.vrrp", timeout=15)
+        holders = sorted(m for m, (ok, ret) in states.items() if ok and isinstance(ret, dict) and ret.get("holds_vip"))
+        if len(holders) == 1 and _tcp_open(name, api["port"]):
+            return _ret(name, comment=f"{name}:{api['port']} answers; held by {holders[0]}")
+        time.sleep(1)
+    if len(holders) != 1:
+        return _ret(name, False, f"the VIP {name} is held by {len(holders)} load balancers ({', '.join(holders) or 'none'})"
+                                 f" after {timeout} s: check keepalived on {', '.join(balancers)} (lb_status.vrrp)")
+    return _ret(name, False, f"{name}:{api['port']} refuses connections: is HAProxy running on {holders[0]}?")
+
+
+def _apply(nodes, sls, timeout=600):
+    """state.sls on nodes in parallel: {node: (ok, comment of the failed or the last state)}."""
+    answers = __salt__["saltutil.cmd"](list(nodes), "state.sls", arg=[sls], tgt_type="list", timeout=timeout)
+    results = {}
+    for node in nodes:
+        ret = answers.get(node, {}).get("ret")
+        if not isinstance(ret, dict):
+            results[node] = (False, f"state.sls {sls}: {_error(ret if ret is not None else 'no answer')}")
+            continue
+        states = sorted(ret.values(), key=lambda r: r.get("__run_num__", 0))
+        failed = [r for r in states if r.get("result") is False]
+        last = (failed or states or [{"comment": "no states"}])[-1 if not failed else 0]
+        results[node] = (not failed, str(last.get("comment", "")))
+    return results
+
+
+# --- kubeadm ----------------------------------------------------------------------------------
+
+def _statuses(nodes):
+    answers = _cmd(nodes, "kubeadm_member.status", timeout=60)
+    missing = [n for n in nodes if n not in answers or not answers[n][0]]
+    if missing:
+        raise RuntimeError("; ".join(f"{n}: kubeadm_member.status failed: {_error(answers.get(n, (0, 'no answer'))[1])}"
+                                     for n in missing))
+    return {n: answers[n][1] for n in nodes}
+
+
+def initialised(name):
+    """The cluster exists: unless a control plane is already a member, kubeadm init on the first one."""
+    control_planes = _names("control_plane")
+    try:
+        statuses = _statuses(control_planes)
+    except RuntimeError as exc:
+        return _ret(name, False, str(exc))
+    members = [n for n in control_planes if statuses[n]["state"] == "member"]
+    if members:
+        return _ret(name, comment=f"cluster {name} exists; control-plane members: {', '.join(members)}")
+    half = [f"{n} ({statuses[n]['reason']})" for n in control_planes if statuses[n]["state"] == "half-joined"]
+    if half:
+        return _ret(name, False, f"no control plane is a member but some are half-joined: {'; '.join(half)}. "
+                                 "Run `kubeadm reset -f` on them; nothing was changed")
+    first = control_planes[0]
+    if __opts__["test"]:
+        return _ret(name, None, f"would run kubeadm init on {first}", {first: "init"})
+    ok, comment = _apply([first], "kubernetes.cluster_initialised")[first]
+    if not ok:
+        return _ret(name, False, f"{first}: {comment}")
+    return _ret(name, comment=comment, changes={first: "initialised"})
+
+
+def _issuer(control_planes):
+    statuses = _statuses(control_planes)
+    healthy = [n for n in control_planes if statuses[n]["state"] == "member" and statuses[n].get("api_healthy")]
+    if not healthy:
+        raise RuntimeError("no control plane is a healthy member to issue join material: run "
+                           "cluster_build.initialised first (orch.control_planes)")
+    return healthy[0]
+
+
+def _material_path(node):
+    root = __opts__["pillar_roots"]["base"][0]
+    return os.path.join(root, "secrets", "join", f"{node}.sls")
+
+
+def _write_material(node, material):
+    path = _material_path(node)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("# Written by orch (cluster_build.joined) for one join; removed after it.\n")
+        salt.utils.yaml.safe_dump({"k8sha_join": {node: material}}, handle, default_flow_style=False)
+
+
+def _new_material(control_plane, ca_cert_hash, ttl):
+    pick = lambda n: "".join(secrets.choice(TOKEN_CHARS) for _ in range(n))  # noqa: E731
+    material = {"token": f"{pick(6)}.{pick(16)}", "ca_cert_hash": ca_cert_hash, "ttl": ttl,
+                "control_plane": control_plane}
+    if control_plane:
+        material["certificate_key"] = secrets.token_hex(32)
+    return material
+
+
+def joined(name, nodes=None):
+    """
+    ``nodes`` (default: [name]) are members of the cluster. For those that are not: fresh
+    join material in pillar, registered by a healthy control plane (token; certificates
+    uploaded for a control plane), kubeadm join on the nodes in parallel, then the
+    material removed and the tokens deleted. Pass control planes one at a time: etcd
+    adds one member at a time.
+    """
+    nodes = list(nodes or [name])
+    roles = {n["name"]: n.get("role") for n in _description().get("nodes", [])}
+    unknown = [n for n in nodes if roles.get(n) not in ("control_plane", "worker")]
+    if unknown:
+        return _ret(name, False, f"not control planes or workers of the description: {', '.join(unknown)}")
+    control_planes = _names("control_plane")
+    try:
+        statuses = _statuses(nodes)
+    except RuntimeError as exc:
+        return _ret(name, False, str(exc))
+    half = [f"{n} ({statuses[n]['reason']})" for n in nodes if statuses[n]["state"] == "half-joined"]
+    if half:
+        return _ret(name, False, f"half-joined: {'; '.join(half)}. Run `kubeadm reset -f` there "
+                                 "(orch.heal_control_plane does) and re-run; nothing was changed")
+    pending = [n for n in nodes if statuses[n]["state"] != "member"]
+    if not pending:
+        return _ret(name, comment=f"already members: {', '.join(nodes)}")
+    if __opts__["test"]:
+        return _ret(name, None, f"would join {', '.join(pending)}", {n: "join" for n in pending})
+    try:
+        issuer = _issuer(control_planes)
+    except RuntimeError as exc:
+        return _ret(name, False, str(exc))
+    return _join(name, pending, roles, issuer)
+
+
+def _join(name, pending, roles, issuer):
+    ok, ca_hash = _cmd([issuer], "kubeadm_member.ca_cert_hash").get(issuer, (False, "no answer"))
+    if not ok:
+        return _ret(name, False, f"{issuer}: {_error(ca_hash)}")
+    ttl = __salt__["cluster_topology.settings"]()["kubernetes"]["join_token_ttl"]
+    token_ids, failures, joined_nodes = [], [], []
+    try:
+        for node in pending:
+            _write_material(node, _new_material(roles[node] == "control_plane", ca_hash, ttl))
+        for node in pending:
+            ok, answer = _cmd([issuer], "kubeadm_member.register_join", [node]).get(issuer, (False, "no answer"))
+            if not ok:
+                return _ret(name, False, f"{issuer} could not register the join of {node}: {_error(answer)}")
+            token_ids.append(answer["token_id"])
+        for node, (ok, comment) in _apply(pending, "kubernetes.joined").items():
+            (joined_nodes.append(node) if ok else failures.append(f"{node}: {comment}"))
+    finally:
+        for node in pending:
+            if os.path.exists(_material_path(node)):
+                os.unlink(_material_path(node))
+        for token_id in token_ids:
+            _cmd([issuer], "kubeadm_member.revoke_join", [token_id])
+    changes = {n: "joined" for n in joined_nodes}
+    if failures:
+        return _ret(name, False, "kubeadm join failed: " + "; ".join(failures), changes)
+    return _ret(name, comment=f"joined {', '.join(joined_nodes)} (material issued by {issuer}, then revoked)",
+                changes=changes)
+
+
+# --- verification ------------------------------------------------------------------------------
+
+def _api_healthy(vip, port):
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(f"https://{vip}:{port}/healthz", timeout=3, context=context) as answer:
+            return answer.status == 200
+    except Exception:  # pylint: disable=broad-except
+        return False
+
+
+def _problems():
+    desc = _description()
+    control_planes, expected = _names("control_plane"), _names("control_plane") + _names("worker")
+    problems = []
+    answers = _cmd(control_planes, "kubeadm_member.cluster_health", timeout=30)
+    report = next((ret for ok, ret in answers.values() if ok and isinstance(ret, dict)), None)
+    if report is None:
+        return [f"no control plane could report the cluster's health ({', '.join(control_planes)})"]
+    etcd_names = sorted(m for m, healthy in report["etcd"].items() if healthy)
+    if sorted(control_planes) != etcd_names:
+        problems.append(f"healthy etcd members {etcd_names}, expected {sorted(control_planes)}")
+    not_ready = [n for n in expected if report["nodes"].get(n) != "Ready"]
+    if not_ready:
+        problems.append(f"nodes not Ready: {', '.join(not_ready)}")
+    if not _api_healthy(desc["api"]["vip"], desc["api"]["port"]):
+        problems.append(f"/healthz through the VIP {desc['api']['vip']}:{desc['api']['port']} does not answer 200")
+    return problems
+
+
+def healthy(name, timeout=90):
+    """etcd has one healthy member per control plane, every node is Ready, the API answers through the VIP."""
+    deadline = time.monotonic() + timeout
+    problems = _problems()
+    while problems and time.monotonic() < deadline:
+        time.sleep(3)
+        problems = _problems()
+    if problems:
+        return _ret(name, False, f"cluster {name} is not healthy after {timeout} s: " + "; ".join(problems))
+    return _ret(name, comment=f"cluster {name}: {len(_names('control_plane'))} healthy etcd members, "
+                              f"{len(_names('control_plane')) + len(_names('worker'))} nodes Ready, API healthy through the VIP")

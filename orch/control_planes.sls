@@ -1,0 +1,25 @@
+{#- Control planes: their role (containerd, Kubernetes packages, kubeadm config), kubeadm init
+    on the first unless a cluster exists, then joins one node at a time (etcd adds one
+    member at a time), each with fresh join material.
+    salt-run state.orch orch.control_planes #}
+{%- set control_planes = salt['cluster_topology.members']('control_plane') %}
+{%- set cluster = salt['cluster_topology.description']() %}
+
+control-planes-converged:
+  salt.state:
+    - tgt: {{ control_planes | json }}
+    - tgt_type: list
+    - highstate: True
+    - failhard: True
+
+kubernetes-cluster-initialised:
+  cluster_build.initialised:
+    - name: {{ cluster.get('name', 'unnamed') }}
+    - failhard: True
+{%- for node in control_planes %}
+
+control-plane-{{ node }}-joined:
+  cluster_build.joined:
+    - name: {{ node }}
+    - failhard: True
+{%- endfor %}

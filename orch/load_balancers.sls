@@ -1,0 +1,16 @@
+{#- The load balancers (HAProxy + keepalived) and the VIP in front of the API.
+    salt-run state.orch orch.load_balancers #}
+{%- set cluster = salt['cluster_topology.description']() %}
+
+load-balancers-converged:
+  salt.state:
+    - tgt: {{ salt['cluster_topology.members']('loadbalancer') | json }}
+    - tgt_type: list
+    - highstate: True
+    - failhard: True
+
+api-vip-answers:
+  cluster_build.vip_answers:
+    - name: {{ cluster.get('api', {}).get('vip', 'unset') }}
+    - timeout: 60
+    - failhard: True

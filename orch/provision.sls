@@ -1,0 +1,30 @@
+{#- Validate the description, create the machines (salt-cloud map), wait for their minions.
+    salt-run state.orch orch.provision #}
+{%- set settings = salt['cluster_topology.settings']() %}
+{%- set cluster = salt['cluster_topology.description']() %}
+
+cluster-description-valid:
+  cluster_build.description_valid:
+    - name: {{ cluster.get('name', 'unnamed') }}
+    - failhard: True
+{%- if settings.cloud.provision %}
+
+cluster-machines-present:
+  cluster_build.instances_present:
+    - name: {{ settings.cloud.map }}
+    - failhard: True
+{%- endif %}
+
+cluster-minions-ready:
+  cluster_build.minions_ready:
+    - name: {{ cluster.get('name', 'unnamed') }}
+    - timeout: 180
+    - failhard: True
+
+cluster-base-and-firewall:
+  salt.state:
+    - tgt: {{ (salt['cluster_topology.members']('loadbalancer') + salt['cluster_topology.members']('control_plane')
+              + salt['cluster_topology.members']('worker')) | json }}
+    - tgt_type: list
+    - sls: [base, firewall]
+    - failhard: True

@@ -1,0 +1,11 @@
+# The one-machine lab only (pillar/top.sls adds it when the master's config has k8sha_lab: true).
+# Lab machines are containers: the kernel is the host's, and Kubernetes comes from the
+# lab image's local repository of stand-in packages (lab/standin) instead of pkgs.k8s.io.
+k8sha:
+  lookup:
+    kubernetes:
+      repo_url: file:/opt/k8sha-lab/apt/v{minor}/
+      repo_trusted: true
+      kernel_prerequisites: false
+    cloud:
+      map: salt://cloud/maps/lab.map
