@@ -1,7 +1,7 @@
 """
 The whole cluster at a glance, from the master: which load balancer holds the VIP, each
 LB's VRRP state and HAProxy backends, etcd members, health and leader, the API's health
-through the VIP.
+through the VIP, and the nodes as the API reports them.
 
 CLI examples::
 
@@ -67,6 +67,15 @@ def _etcd(client, control_planes):
     return {"asked": None, "error": str(last) if control_planes else "no control plane in the description"}
 
 
+def _nodes(client, control_planes):
+    """{node: Ready|NotReady} as the API reports it, from the first control plane that answers."""
+    for name in control_planes:
+        answer = _call(client, [name], "kubeadm_member.nodes").get(name)
+        if isinstance(answer, dict):
+            return answer
+    return {}
+
+
 def status(format="structured"):  # pylint: disable=redefined-builtin
     """
     The cluster's state. ``format=table`` returns the same as lines of text.
@@ -82,6 +91,7 @@ def status(format="structured"):  # pylint: disable=redefined-builtin
         "load_balancers": {n: lbs.get(n, "did not answer") for n in balancers},
         "etcd": _etcd(client, _names(desc, "control_plane")),
         "api": _api_health(desc),
+        "nodes": _nodes(client, _names(desc, "control_plane")),
     }
     return table(result) if format == "table" else result
 
@@ -111,4 +121,7 @@ def table(result):
             healthy = [h["healthy"] for url, h in etcd["health"].items() if url in member["client_urls"]]
             state = "healthy" if healthy and all(healthy) else "UNHEALTHY"
             lines.append(f"  {member['name'] or '(starting)':12} {state:10} {' '.join(member['peer_urls'])}")
+    nodes = result.get("nodes") or {}
+    lines.append("")
+    lines.append("nodes: " + (", ".join(f"{n} {r}" for n, r in sorted(nodes.items())) or "unavailable (no cluster yet?)"))
     return "\n".join(lines)

@@ -29,6 +29,7 @@ import salt.utils.yaml
 
 __virtualname__ = "cluster_build"
 TOKEN_CHARS = string.ascii_lowercase + string.digits
+SYNCED_KINDS = ("modules", "states", "beacons")  # the project's _modules, _states, _beacons
 
 
 def __virtual__():
@@ -113,11 +114,15 @@ def minions_ready(name, timeout=180):
     if missing:
         return _ret(name, False, f"no answer in {timeout} s from {', '.join(missing)}: is salt-minion running there "
                                  "and its key accepted (salt-key -L)?")
-    synced = _cmd(nodes, "saltutil.sync_all")
-    failed = [m for m, (ok, _) in synced.items() if not ok] + [n for n in nodes if n not in synced]
-    if failed:
-        return _ret(name, False, f"saltutil.sync_all failed on {', '.join(failed)}")
-    delivered = {m: sorted(k for k, v in ret.items() if v) for m, (ok, ret) in synced.items() if any(ret.values())}
+    delivered = {}
+    for kind in SYNCED_KINDS:  # only what the project ships: sync_all syncs 18 kinds (~4x slower)
+        synced = _cmd(nodes, f"saltutil.sync_{kind}")
+        failed = [m for m, (ok, _) in synced.items() if not ok] + [n for n in nodes if n not in synced]
+        if failed:
+            return _ret(name, False, f"saltutil.sync_{kind} failed on {', '.join(failed)}")
+        for minion, (_, names) in synced.items():
+            if names:
+                delivered.setdefault(minion, []).extend(names)
     return _ret(name, comment=f"{len(nodes)} minions answer; project modules in place",
                 changes={"synced": delivered} if delivered else {})
 

@@ -3,6 +3,9 @@ A client of the API through the VIP, as the benchmarks see it: every INTERVAL se
 new TCP + TLS connection and GET /healthz, TIMEOUT seconds at most each. Runs inside the
 lab (the master's network namespace); prints one JSON list [sent_at, ok, seconds, error].
 Bounded: it stops by itself after DURATION seconds.
+
+With --write NAME (and a client certificate of the cluster, --cert/--key) each request is
+instead a write: PUT of the config map NAME in namespace default, with a counter.
 """
 
 import argparse
@@ -13,13 +16,22 @@ import threading
 import time
 
 
-def one_request(host, port, timeout, context):
+def request_bytes(write, number):
+    if not write:
+        return b"GET /healthz HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n"
+    body = json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": write, "namespace": "default"},
+                       "data": {"counter": str(number)}}).encode()
+    return (f"PUT /api/v1/namespaces/default/configmaps/{write} HTTP/1.1\r\nHost: api\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def one_request(host, port, timeout, context, payload=None):
     started = time.time()
     try:
         with socket.create_connection((host, port), timeout=timeout) as raw:
             raw.settimeout(max(0.05, timeout - (time.time() - started)))
             with context.wrap_socket(raw, server_hostname=host) as tls:
-                tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n")
+                tls.sendall(payload or request_bytes(None, 0))
                 head = tls.recv(64)
         ok = head.startswith(b"HTTP/1.1 200") or head.startswith(b"HTTP/1.0 200")
         return [started, ok, round(time.time() - started, 4), None if ok else head[:20].decode(errors="replace")]
@@ -34,20 +46,25 @@ def main():
     parser.add_argument("--duration", type=float, required=True)
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--timeout", type=float, default=1.0)
+    parser.add_argument("--write", metavar="NAME", help="PUT config map NAME instead of GET /healthz")
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
     args = parser.parse_args()
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    if args.cert:
+        context.load_cert_chain(args.cert, args.key)
     results, lock, threads = [], threading.Lock(), []
 
-    def worker():
-        result = one_request(args.host, args.port, args.timeout, context)
+    def worker(number):
+        result = one_request(args.host, args.port, args.timeout, context, request_bytes(args.write, number))
         with lock:
             results.append(result)
 
     start = time.time()
     tick = 0
     while time.time() - start < args.duration:
-        thread = threading.Thread(target=worker)
+        thread = threading.Thread(target=worker, args=(tick,))
         thread.start()
         threads.append(thread)
         tick += 1

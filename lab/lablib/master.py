@@ -31,6 +31,9 @@ def master_config():
         "file_roots": {"base": [str(config.REPO / "salt"), str(config.REPO)]},
         "pillar_roots": {"base": [str(config.REPO / "pillar")]},
         "module_dirs": [str(config.REPO)],
+        # The repo root is a file root (orch/, cloud/): keep the venv and git out of the
+        # file server, or every sync walks thousands of files (sync_all: 25 s -> 1 s).
+        "file_ignore_regex": [r"/\.venv(/|$)", r"/\.git(/|$)", r"/\.pytest_cache(/|$)", r"/__pycache__(/|$)"],
         "presence_events": True,
         "loop_interval": 5,
         "worker_threads": 4,

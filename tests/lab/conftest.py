@@ -1,19 +1,25 @@
 """
 The lab tier: the real system in systemd-nspawn machines on this host (lab/). Root only.
-A session starts the lab from nothing (lab down; lab up), applies the load-balancer role
-with Salt, runs the scenarios, and always ends with lab down.
+A session starts from nothing (lab down; lab up --no-machines) and builds the cluster the
+way a user does, with `salt-run state.orch orch.cluster`: first with a bad description
+(it must stop before any machine exists), then for real, then once more (no changes).
+The records of these runs are what tests/lab/test_cluster.py checks; the scenarios then
+run on the cluster, and the session always ends with lab down.
 """
 
-import json
 import os
+import re
 import subprocess
+import threading
 import time
 
 import pytest
 
-from lab_session import LAB_CLI, LOAD_BALANCERS, Lab, lab_unavailable
+from lab_session import LAB_CLI, Lab, lab_unavailable, master, machine
 
 LAST = "test_lab_down_leaves_nothing_behind"
+# A VIP equal to a control plane's address: the description is invalid.
+BAD_PILLAR = '{"cluster": {"api": {"vip": "198.51.100.21"}}}'
 
 
 def pytest_collection_modifyitems(config, items):
@@ -26,6 +32,35 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.name == LAST)
 
 
+def orch(*args, timeout=1200):
+    """salt-run state.orch orch.cluster: (seconds, exit code, {state id: result})."""
+    started = time.monotonic()
+    data, code = master.salt_json("salt-run", "state.orch", "orch.cluster", *args, timeout=timeout)
+    states = data.get("data", {}).get(next(iter(data.get("data", {})), ""), {}) if isinstance(data, dict) else {}
+    results = {v.get("__id__", k): v for k, v in states.items()} if isinstance(states, dict) else {}
+    return {"seconds": time.monotonic() - started, "code": code, "states": results, "raw": data}
+
+
+class JoinMaterialWatcher(threading.Thread):
+    """Reads the join material orch.cluster writes to pillar during a join (for a few
+    seconds each), so that tests can look for these exact values in logs and job caches."""
+
+    def __init__(self, directory):
+        super().__init__(daemon=True)
+        self.directory, self.values, self.stop = directory, set(), threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            for path in self.directory.glob("*.sls") if self.directory.exists() else []:
+                try:
+                    text = path.read_text()
+                except OSError:
+                    continue
+                self.values.update(re.findall(r"token: ([a-z0-9]{6}\.[a-z0-9]{16})", text))
+                self.values.update(re.findall(r"certificate_key: ([0-9a-f]{64})", text))
+            time.sleep(0.02)
+
+
 @pytest.fixture(scope="session")
 def lab():
     lab = Lab()
@@ -34,16 +69,19 @@ def lab():
     reuse = os.environ.get("K8SHA_LAB_REUSE") == "1" and lab.all_up()
     if not reuse:
         subprocess.run([LAB_CLI, "down"], check=False)
-        subprocess.run([LAB_CLI, "up"], check=True)
-    results = lab.salt("-L", ",".join(LOAD_BALANCERS), "state.apply", timeout=600)
-    failed = {
-        minion: [s["__id__"] + ": " + s["comment"] for s in states.values() if not s["result"]]
-        for minion, states in results.items()
-        if not isinstance(states, dict) or any(not s["result"] for s in states.values())
-    }
-    assert set(results) == set(LOAD_BALANCERS) and not any(failed.values()), json.dumps(failed, indent=1)
+        subprocess.run([LAB_CLI, "up", "--no-machines"], check=True)
+        lab.bad_pillar_run = orch(f"pillar={BAD_PILLAR}", timeout=300)
+        lab.machines_after_bad_run = [m.name for m in machine.all_machines()]
+    watcher = JoinMaterialWatcher(lab.join_material_dir)
+    watcher.start()
+    lab.first_run = orch()
+    watcher.stop.set()
+    lab.join_material = watcher.values
+    assert lab.first_run["code"] == 0, lab.failed_states(lab.first_run)
+    lab.second_run = orch()
     lab.started = started
-    print(f"\nlab tier: lab up + load-balancer role applied in {time.monotonic() - started:.1f} s")
+    print(f"\nlab tier: lab up + orch.cluster {lab.first_run['seconds']:.1f} s, "
+          f"re-run {lab.second_run['seconds']:.1f} s; {time.monotonic() - started:.1f} s in all")
     yield lab
     if not reuse:
         subprocess.run([LAB_CLI, "down"], check=False)

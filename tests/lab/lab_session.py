@@ -31,6 +31,13 @@ def lab_unavailable():
 
 class Lab:
     started = None
+    bad_pillar_run = machines_after_bad_run = None
+    join_material_dir = REPO / "pillar" / "secrets" / "join"
+
+    @staticmethod
+    def failed_states(run):
+        failed = {k: v.get("comment") for k, v in run["states"].items() if v.get("result") is not True}
+        return failed or run["raw"]
 
     def all_up(self):
         names = ("lb1", "lb2", "cp1", "cp2", "cp3", "worker1")

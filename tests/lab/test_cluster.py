@@ -1,0 +1,123 @@
+"""orch.cluster in the lab: from nothing to a healthy cluster, a re-run that changes nothing,
+a bad description stopped before any machine, join material that never leaks, and the
+seed's goal: a control plane lost while a client writes through the VIP."""
+
+import base64
+import json
+import subprocess
+import tempfile
+import time
+
+import yaml
+
+from lab_session import REPO, VIP, config, master
+
+CONTROL_PLANES = ("cp1", "cp2", "cp3")
+NODES = ("cp1", "cp2", "cp3", "worker1")
+
+
+def test_a_bad_description_stops_orch_cluster_before_any_machine_exists(lab):
+    run = lab.bad_pillar_run
+    assert run is not None, "K8SHA_LAB_REUSE: the lab was not started from nothing"
+    assert run["code"] != 0
+    ran = list(run["states"])
+    assert ran == ["cluster-description-valid"], ran
+    comment = run["states"]["cluster-description-valid"]["comment"]
+    assert "cluster.api.vip" in comment and "cp1" in comment and "nothing was changed" in comment, comment
+    assert lab.machines_after_bad_run == []
+
+
+def test_orch_cluster_builds_a_healthy_cluster_from_nothing(lab):
+    states = lab.first_run["states"]
+    assert all(s["result"] is True for s in states.values()), lab.failed_states(lab.first_run)
+    assert states["cluster-machines-present"]["changes"]["created"] == sorted(["lb1", "lb2", *NODES])
+    assert states["kubernetes-cluster-initialised"]["changes"] == {"cp1": "initialised"}
+    for node in ("cp2", "cp3"):
+        assert states[f"control-plane-{node}-joined"]["changes"] == {node: "joined"}
+    assert states["workers-joined"]["changes"] == {"worker1": "joined"}
+    status, _ = master.salt_json("salt-run", "cluster.status")
+    assert sorted(m["name"] for m in status["etcd"]["members"]) == list(CONTROL_PLANES)
+    assert [h["healthy"] for h in status["etcd"]["health"].values()] == [True] * 3
+    assert status["etcd"]["leader"]["name"] in CONTROL_PLANES
+    assert len(status["vip_holders"]) == 1 and status["api"]["healthy"] is True
+    assert status["nodes"] == {n: "Ready" for n in NODES}
+
+
+def test_a_second_orch_cluster_run_changes_nothing(lab):
+    run = lab.second_run
+    assert run["code"] == 0, lab.failed_states(run)
+    changed = {k: v["changes"] for k, v in run["states"].items() if v["changes"]}
+    assert changed == {}
+    assert len(run["states"]) == len(lab.first_run["states"])
+
+
+def test_join_material_never_reaches_logs_job_caches_or_leftover_files(lab):
+    # 3 joins (cp2, cp3, worker1): 3 tokens and 2 certificate keys, seen in pillar during the run.
+    assert len([v for v in lab.join_material if "." in v]) == 3, lab.join_material
+    assert len([v for v in lab.join_material if "." not in v]) == 2, lab.join_material
+    assert list(lab.join_material_dir.glob("*.sls")) == []
+    places = [config.MASTER_DIR]  # the master's log, job cache (arguments and returns of every job)
+    found = subprocess.run(["grep", "-rlF", *sum((["-e", v] for v in lab.join_material), []), *map(str, places)],
+                           capture_output=True, text=True)
+    assert found.stdout == "", f"join material found in {found.stdout}"
+    for node in ("cp1", "cp2", "worker1"):
+        box = lab.machine(node)
+        logs = box.exec("sh", "-c", "journalctl --no-pager -o cat; cat /var/log/salt/minion 2>/dev/null; "
+                        "grep -rl k8sha_join /var/cache/salt/minion 2>/dev/null; true").stdout
+        leaked = [v for v in lab.join_material if v in logs]
+        assert leaked == [] and "k8sha_join" not in logs, f"{node}: join material in its logs or cache"
+    # The tokens were deleted after the joins: none of them is valid any more.
+    tokens = box_tokens(lab.machine("cp1"))
+    assert not any(v.split(".")[0] in tokens for v in lab.join_material if "." in v)
+
+
+def box_tokens(box):
+    return box.exec("kubeadm", "token", "list").stdout
+
+
+def admin_credentials(lab, directory):
+    """admin.conf of cp1 as certificate and key files on the host (for the probe)."""
+    admin = yaml.safe_load(lab.machine("cp1").exec("cat", "/etc/kubernetes/admin.conf").stdout)
+    user = admin["users"][0]["user"]
+    paths = {}
+    for field, name in (("client-certificate-data", "admin.crt"), ("client-key-data", "admin.key")):
+        path = f"{directory}/{name}"
+        with open(path, "wb") as handle:
+            handle.write(base64.b64decode(user[field]))
+        paths[name] = path
+    return paths["admin.crt"], paths["admin.key"]
+
+
+def test_losing_the_etcd_leader_keeps_the_api_answering_writes(lab):
+    """The seed's goal: power off a control plane (the etcd leader, the worst one) while a
+    client writes through the VIP at 10/s. The API keeps answering, etcd keeps its quorum,
+    failed writes stay a handful; the machine then comes back and etcd has 3 members again."""
+    leader = lab.salt("cp1", "etcd_cluster.leader")["cp1"]["name"]
+    assert leader in CONTROL_PLANES
+    box = lab.machine(leader)
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = admin_credentials(lab, tmp)
+        probe = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{config.MASTER_NS}", "--", str(REPO / ".venv/bin/python"),
+             str(REPO / "bench/probe.py"), "--host", VIP, "--duration", "30", "--interval", "0.1",
+             "--timeout", "3", "--write", "lab-writes", "--cert", cert, "--key", key],
+            stdout=subprocess.PIPE, text=True)
+        time.sleep(8)
+        box.kill()
+        lost_at = time.time()
+        results = json.loads(probe.communicate(timeout=120)[0])
+    failed = [r for r in results if not r[1]]
+    after = [r for r in results if r[0] > lost_at + 10]
+    print(f"\nwrites: {len(results)}, failed {len(failed)} ({[r[3] for r in failed]}), leader {leader} lost")
+    assert len(results) >= 280
+    assert len(failed) <= 5, failed
+    assert after and all(r[1] for r in after), "writes through the VIP do not succeed after the loss"
+    survivors = [n for n in CONTROL_PLANES if n != leader]
+    health = lab.salt(survivors[0], "etcd_cluster.health")[survivors[0]]
+    assert sum(1 for h in health.values() if h["healthy"]) == 2, health
+    # The machine comes back (same disk): etcd has its 3 healthy members again.
+    box.boot()
+    lab.wait_for(lambda: sum(1 for h in lab.salt(survivors[0], "etcd_cluster.health")[survivors[0]].values()
+                             if h["healthy"]) == 3, 120, f"{leader}'s etcd member healthy again", interval=2)
+    lab.wait_for(lambda: master.salt_json("salt-run", "state.orch", "orch.verify")[1] == 0, 120,
+                 "orch.verify to pass again", interval=5)
