@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed-$(shell sha256sum requirements.lock | cut -c1-16)
 PYTEST := $(PY) -m pytest
 
-.PHONY: help setup host-packages venv unit integration lab test demo bench-failover lab-up lab-down clean
+.PHONY: help setup host-packages venv unit integration lab test demo bench-failover bench-converge lab-up lab-down clean
 
 help:
 	@echo "make setup        install host packages (root, Debian 12) and the Python venv"
@@ -15,6 +15,7 @@ help:
 	@echo "make integration  a real salt-master and minions"
 	@echo "make demo         the whole cluster in the one-machine lab (see README)"
 	@echo "make bench-failover  failover figures in the lab (about 20 min), bench/results/"
+	@echo "make bench-converge  orch.cluster times: first run, re-run, 1/3/6 workers (about 40 min)"
 
 setup: host-packages venv
 
@@ -41,13 +42,14 @@ lab: venv
 test: setup
 	$(PYTEST) tests
 
-# Today: the lab, the load balancers applied by Salt, their status. orch.cluster comes with issue 4.
+# The user's main job in the lab: the bridge and the salt-master, then one command builds
+# the cluster (machines through salt-cloud, load balancers, kubeadm), then its status.
 demo: lab-up
 	lab/lab salt-run cluster.status format=table
 
 lab-up: setup
 	lab/lab up
-	lab/lab salt -C 'G@roles:loadbalancer' state.apply --state-output=terse
+	lab/lab salt-run state.orch orch.cluster --state-output=terse
 
 lab-down:
 	lab/lab down
@@ -56,6 +58,9 @@ lab-down:
 bench-failover: lab-up
 	$(PY) bench/failover.py
 	$(PY) bench/vrrp_soak.py
+
+bench-converge: setup
+	$(PY) bench/converge.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,7 +1,7 @@
 """
 salt-cloud driver for the one-machine lab: a "cloud" whose instances are systemd-nspawn
 machines on this host (lab/lablib). It lets orch.cluster provision the lab exactly as it
-provisions OpenStack: salt-cloud -m cloud/maps/lab.map.
+provisions OpenStack: salt-cloud, one profile per role (cloud/lab.profiles.conf).
 
 Each machine gets its minion key pre-accepted on the master, the master's public key,
 the `roles` grain of its profile and its address from the cluster description.
@@ -48,7 +48,8 @@ def _lablib():
 
 
 def _description():
-    """The cluster description the master serves (pillar_roots/cluster.sls)."""
+    """The cluster description the master serves (pillar_roots/cluster.sls): addresses of
+    machines created without one (salt-cloud -p PROFILE NAME by hand)."""
     for root in __opts__.get("pillar_roots", {}).get("base", []):
         path = pathlib.Path(root) / "cluster.sls"
         if path.exists():

@@ -4,7 +4,7 @@ what is missing, so that a re-run on a healthy cluster reports no changes. A fai
 the node and the cause.
 
     cluster_build.description_valid   the cluster description has no problem
-    cluster_build.instances_present   salt-cloud map: machines missing from it are created
+    cluster_build.instances_present   salt-cloud: the description's machines missing are created
     cluster_build.minions_ready       every node answers and has the project's modules
     cluster_build.vip_answers         one load balancer holds the VIP and it accepts connections
     cluster_build.initialised         kubeadm init on the first control plane, unless a cluster exists
@@ -73,27 +73,50 @@ def description_valid(name):
     return _ret(name, comment=f"cluster {_description().get('name')}: description valid ({len(_names())} nodes)")
 
 
-def _cloud_mapper(map_path):
+def machines_map(description, profiles):
+    """salt-cloud map data for the description: each node under its role's profile, with
+    its address (pure function). Raises ValueError naming a role without a profile."""
+    missing = sorted({n["role"] for n in description.get("nodes", []) if n.get("role") not in profiles})
+    if missing:
+        raise ValueError(f"k8sha:lookup:cloud:profiles has no profile for role {', '.join(missing)}")
+    data = {}
+    for node in description.get("nodes", []):
+        data.setdefault(profiles[node["role"]], []).append({node["name"]: {"address": node["address"]}})
+    return data
+
+
+def _cloud_mapper(**source):
     cloud_config = os.path.join(os.path.dirname(__opts__["conf_file"]), "cloud")
     client = salt.cloud.CloudClient(path=cloud_config)
-    return salt.cloud.Map(client._opts_defaults(map=map_path))  # pylint: disable=protected-access
+    return salt.cloud.Map(client._opts_defaults(**source))  # pylint: disable=protected-access
 
 
-def instances_present(name):
-    """Every machine of the salt-cloud map ``name`` (a salt:// URL or a path) exists; missing ones are created."""
-    path = __salt__["cp.cache_file"](name) if name.startswith("salt://") else name
-    if not path or not os.path.exists(path):
-        return _ret(name, False, f"salt-cloud map {name} not found; set k8sha:lookup:cloud:map")
-    mapper = _cloud_mapper(path)
+def instances_present(name, profiles=None, map=None):  # pylint: disable=redefined-builtin
+    """
+    Every node of the description exists as a machine; missing ones are created by salt-cloud.
+    ``profiles``: the salt-cloud profile for each role (the map is made from the description),
+    or ``map``: a salt-cloud map file (salt:// URL or path) for hand-made topologies.
+    """
+    if map:
+        path = __salt__["cp.cache_file"](map) if map.startswith("salt://") else map
+        if not path or not os.path.exists(path):
+            return _ret(name, False, f"salt-cloud map {map} not found (k8sha:lookup:cloud:map)")
+        mapper = _cloud_mapper(map=path)
+    else:
+        try:
+            mapper = _cloud_mapper(map_data=machines_map(_description(), profiles or {}))
+        except ValueError as exc:
+            return _ret(name, False, f"{exc}; nothing was created")
     dmap = mapper.map_data()
     missing = sorted(dmap.get("create", {}))
     existing = sorted(dmap.get("existing", {}))
     if not missing:
-        return _ret(name, comment=f"all {len(existing)} machines of the map exist")
+        return _ret(name, comment=f"all {len(existing)} machines exist")
     if __opts__["test"]:
         return _ret(name, None, f"would create {', '.join(missing)}", {"created": missing})
     results = mapper.run_map(dmap)
     failed = {n: r for n, r in results.items() if n in missing and (not isinstance(r, dict) or "Error" in r)}
+    failed.update({n: "no result from salt-cloud" for n in missing if n not in results})
     if failed:
         return _ret(name, False, "; ".join(f"{n}: salt-cloud could not create it: {str(r)[:300]}"
                                             for n, r in failed.items()), {"created": sorted(set(missing) - set(failed))})

@@ -140,7 +140,7 @@ def inject(fault, holder):
         b.kill()
         return lambda: (b.stop(), b.boot())
     if fault == "api_server_killed":
-        cp.exec("systemctl", "kill", "--signal=KILL", "k8sha-lab-apiserver-healthz")
+        cp.exec("systemctl", "kill", "--signal=KILL", "k8sha-standin-apiserver")
         return lambda: None
     if fault == "api_server_500":
         cp.exec("sh", "-c", "mkdir -p /run/k8sha-lab && echo 500 > /run/k8sha-lab/healthz-status")

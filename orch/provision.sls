@@ -11,7 +11,12 @@ cluster-description-valid:
 
 cluster-machines-present:
   cluster_build.instances_present:
-    - name: {{ settings.cloud.map }}
+    - name: {{ cluster.get('name', 'unnamed') }}
+{%- if settings.cloud.map %}
+    - map: {{ settings.cloud.map }}
+{%- else %}
+    - profiles: {{ settings.cloud.profiles | json }}
+{%- endif %}
     - failhard: True
 {%- endif %}
 

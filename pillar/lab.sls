@@ -8,4 +8,8 @@ k8sha:
       repo_trusted: true
       kernel_prerequisites: false
     cloud:
-      map: salt://cloud/maps/lab.map
+      provision: true
+      profiles:                # cloud/lab.profiles.conf
+        loadbalancer: lab-loadbalancer
+        control_plane: lab-control-plane
+        worker: lab-worker

@@ -11,43 +11,21 @@ import time
 from . import config, machine, master, net
 from .run import LabError, run
 
-MAP = config.REPO / "cloud" / "maps" / "lab.map"
-
-
 def cmd_up(args):
+    """The bridge and the salt-master; the machines come from orch.cluster (salt-cloud)."""
     net.refuse_if_routed_on_host()
     started = time.monotonic()
     build = subprocess.run([machine.IMAGE_BUILD])
     if build.returncode != 0:
         raise LabError("building the lab image failed (see above)")
     net.ensure_switch()
-    master.start()
-    print(f"lab: salt-master up in namespace {config.MASTER_NS} at {config.MASTER_ADDRESS}")
-    if not args.no_machines:
-        cloud = subprocess.run(master.salt_command("salt-cloud", "-y", "-P", "-m", str(MAP)))
-        if cloud.returncode != 0:
-            raise LabError("salt-cloud could not create the lab machines (see above)")
-        names = [m.name for m in machine.all_machines()]
-        wait_for_minions(names, timeout=120)
-        # Custom modules (_modules/...) reach the minions from the master's file_roots.
-        master.salt_json("salt", "-L", ",".join(names), "saltutil.sync_all")
-    print(f"lab: up in {time.monotonic() - started:.1f} s")
-
-
-def wait_for_minions(names, timeout):
-    deadline = time.monotonic() + timeout
-    answered = {}
-    while time.monotonic() < deadline:
-        try:
-            answered, _ = master.salt_json("salt", "-L", ",".join(names), "test.ping", "--timeout=5")
-        except (LabError, ValueError):
-            answered = {}
-        if all(answered.get(n) is True for n in names):
-            print(f"lab: {len(names)} minions answer test.ping")
-            return
-        time.sleep(1)
-    missing = sorted(n for n in names if answered.get(n) is not True)
-    raise LabError(f"minions did not answer test.ping in {timeout} s: {', '.join(missing)}")
+    pillar_dir = pathlib.Path(args.pillar_dir).resolve() if args.pillar_dir else None
+    if pillar_dir and not (pillar_dir / "top.sls").exists():
+        raise LabError(f"--pillar-dir {pillar_dir}: no top.sls there")
+    master.start(pillar_dir=pillar_dir)
+    print(f"lab: salt-master up in namespace {config.MASTER_NS} at {config.MASTER_ADDRESS} "
+          f"(pillar: {pillar_dir or config.REPO / 'pillar'})")
+    print(f"lab: up in {time.monotonic() - started:.1f} s; next: lab/lab salt-run state.orch orch.cluster")
 
 
 def cmd_down(args):
@@ -142,9 +120,10 @@ def main(argv=None):
         "The one-machine lab: systemd-nspawn machines in network namespaces on a private bridge "
         f"({config.NETWORK}), a salt-master serving this tree. Root only. State in {config.LAB_DIR}."))
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="build the image if needed, start the bridge and the salt-master, "
-                                   "create the machines of cloud/maps/lab.map with salt-cloud")
-    up.add_argument("--no-machines", action="store_true", help="only the bridge and the salt-master")
+    up = sub.add_parser("up", help="build the image if needed, start the bridge and the salt-master "
+                                   "(orch.cluster then creates the machines through salt-cloud)")
+    up.add_argument("--pillar-dir", help="serve this pillar directory instead of the project's pillar/ "
+                                         "(a restart of a running master applies it)")
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="remove every machine, namespace, mount and process of the lab").set_defaults(func=cmd_down)
     sub.add_parser("status", help="the master and each machine").set_defaults(func=cmd_status)

@@ -13,7 +13,7 @@ from . import config, net
 from .run import LabError, run
 
 
-def master_config():
+def master_config(pillar_dir=None):
     d = config.MASTER_DIR
     return {
         "id": f"{config.PREFIX}-master",
@@ -29,7 +29,7 @@ def master_config():
         "log_level_logfile": "info",
         # The project tree: states, orchestrations (repo root), pillar, Python modules.
         "file_roots": {"base": [str(config.REPO / "salt"), str(config.REPO)]},
-        "pillar_roots": {"base": [str(config.REPO / "pillar")]},
+        "pillar_roots": {"base": [str(pillar_dir or config.REPO / "pillar")]},
         "module_dirs": [str(config.REPO)],
         # The repo root is a file root (orch/, cloud/): keep the venv and git out of the
         # file server, or every sync walks thousands of files (sync_all: 25 s -> 1 s).
@@ -48,13 +48,13 @@ def master_config():
     }
 
 
-def write_config():
+def write_config(pillar_dir=None):
     cfg = config.SALT_CONFIG_DIR
     for sub in ("", "cloud.providers.d", "cloud.profiles.d"):
         (cfg / sub).mkdir(parents=True, exist_ok=True)
     for sub in ("pki", "cache", "run", "log"):
         (config.MASTER_DIR / sub).mkdir(parents=True, exist_ok=True)
-    (cfg / "master").write_text(yaml.safe_dump(master_config()))
+    (cfg / "master").write_text(yaml.safe_dump(master_config(pillar_dir)))
     # salt-cloud reads the same directory: the project's lab provider and profiles.
     for kind in ("providers", "profiles"):
         link = cfg / f"cloud.{kind}.d" / "k8sha-lab.conf"
@@ -71,11 +71,14 @@ def pid():
         return None
 
 
-def start(timeout=60):
+def start(timeout=60, pillar_dir=None):
     net.attach(config.MASTER_NS, config.MASTER_ADDRESS)
-    write_config()
+    before = (config.SALT_CONFIG_DIR / "master").read_text() if (config.SALT_CONFIG_DIR / "master").exists() else None
+    write_config(pillar_dir)
     if pid():
-        return
+        if (config.SALT_CONFIG_DIR / "master").read_text() == before:
+            return
+        stop()  # a new configuration (another pillar directory): restart
     in_master_ns(config.VENV_BIN / "salt-master", "-c", config.SALT_CONFIG_DIR, "-d")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -1,6 +1,6 @@
 """
 The lab tier: the real system in systemd-nspawn machines on this host (lab/). Root only.
-A session starts from nothing (lab down; lab up --no-machines) and builds the cluster the
+A session starts from nothing (lab down; lab up: the bridge and the master) and builds the cluster the
 way a user does, with `salt-run state.orch orch.cluster`: first with a bad description
 (it must stop before any machine exists), then for real, then once more (no changes).
 The records of these runs are what tests/lab/test_cluster.py checks; the scenarios then
@@ -69,7 +69,7 @@ def lab():
     reuse = os.environ.get("K8SHA_LAB_REUSE") == "1" and lab.all_up()
     if not reuse:
         subprocess.run([LAB_CLI, "down"], check=False)
-        subprocess.run([LAB_CLI, "up", "--no-machines"], check=True)
+        subprocess.run([LAB_CLI, "up"], check=True)
         lab.bad_pillar_run = orch(f"pillar={BAD_PILLAR}", timeout=300)
         lab.machines_after_bad_run = [m.name for m in machine.all_machines()]
     watcher = JoinMaterialWatcher(lab.join_material_dir)
