@@ -1,7 +1,8 @@
 """
 The Kubernetes node states (production: pkgs.k8s.io) rendered by real Salt: containerd's
 config checked by containerd itself, kubeadm's configuration parsed and its contents
-checked, the packages pinned and held. (Applied for real with the lab's stand-in: issue 4.)
+checked, the packages pinned and held; the lab's variant (local stand-in repository, the
+host's kernel); the join states; join material in pillar only where it is needed.
 """
 
 import shutil
@@ -110,3 +111,47 @@ def test_swap_is_disabled_in_fstab_once(minion, tmp_path):
         "# /old none swap sw 0 0",
     ]
     assert next(iter(first.values()))["changes"] and not next(iter(second.values()))["changes"]
+
+
+LAB_LOOKUP = {"kubernetes": {"repo_url": "file:/opt/k8sha-lab/apt/v{minor}/", "repo_trusted": True,
+                             "kernel_prerequisites": False}}
+
+
+def test_the_lab_installs_the_same_packages_from_its_local_repository(minion):
+    states = minion(description(), minion_id="worker1", lookup=LAB_LOOKUP).show_sls("kubernetes")
+    assert state_args(states, "kubernetes-apt-repository")["name"] == "deb [trusted=yes] file:/opt/k8sha-lab/apt/v1.31/ /"
+    assert "kubernetes-apt-keyring-directory" not in states
+    assert state_args(states, "kubernetes-packages")["hold"] is True
+    # The lab's machines share the host's kernel: no modules, sysctls or swap changes.
+    assert not [s for s in states if s.startswith(("kubernetes-kernel-module", "kubernetes-sysctl", "kubernetes-swap"))]
+    assert "kubernetes-kernel-prerequisites-left-to-the-host" in states
+    assert "containerd-service" in states
+
+
+@pytest.mark.parametrize("minion_id, config_expected", [("cp2", True), ("worker1", False)])
+def test_the_join_state_joins_this_node_after_its_role(minion, minion_id, config_expected):
+    states = minion(description(), minion_id=minion_id).show_sls("kubernetes.joined")
+    joined = states["kubernetes-node-joined"]
+    assert "joined" in joined["kubeadm_member"] and state_args(states, "kubernetes-node-joined")["name"] == minion_id
+    assert ("kubernetes-kubeadm-config" in states) is config_expected
+    assert "kubernetes-packages" in states
+
+
+def test_the_first_control_plane_initialises_the_cluster_after_its_role(minion):
+    states = minion(description(), minion_id="cp1").show_sls("kubernetes.cluster_initialised")
+    assert state_args(states, "kubernetes-cluster-initialised")["name"] == "k8sha-lab"
+    assert "kubernetes-kubeadm-config" in states
+
+
+def test_join_material_reaches_only_the_joining_node_and_the_control_planes(minion):
+    cluster = description(nodes=description()["nodes"] + [
+        {"name": "worker2", "role": "worker", "address": "198.51.100.32"}])
+    seen = {}
+    for minion_id in ("worker1", "worker2", "cp2", "lb1"):
+        node = minion(cluster, minion_id=minion_id)
+        join_dir = node.root / "pillar" / "secrets" / "join"
+        join_dir.mkdir(parents=True)
+        (join_dir / "worker1.sls").write_text(yaml.safe_dump(
+            {"k8sha_join": {"worker1": {"token": "abcdef.0123456789abcdef"}}}))
+        seen[minion_id] = sorted(node.call("pillar.items", unmask=True).get("k8sha_join", {}))
+    assert seen == {"worker1": ["worker1"], "worker2": [], "cp2": ["worker1"], "lb1": []}

@@ -1,0 +1,68 @@
+"""Pure parts of the kubeadm membership module and of the orchestration's master-side states:
+redaction of join material, half-joined detection, the JoinConfiguration, the machine map."""
+
+import importlib.util
+
+import pytest
+
+import salt_render
+
+kubeadm_member = salt_render.load_module("kubeadm_member")
+
+
+def load_state_module(name):
+    spec = importlib.util.spec_from_file_location(name, salt_render.REPO / "_states" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_redaction_hides_tokens_certificate_keys_and_given_secrets():
+    text = ("kubeadm join 198.51.100.100:6443 --token abcdef.0123456789abcdef "
+            "--certificate-key " + "a1" * 32 + " password=hunter2 sha256:" + "0f" * 32)
+    redacted = kubeadm_member.redact(text, ["hunter2"])
+    assert "abcdef.0123456789abcdef" not in redacted and "a1" * 32 not in redacted and "hunter2" not in redacted
+    assert redacted.count("<redacted>") >= 3 and "198.51.100.100:6443" in redacted
+
+
+@pytest.mark.parametrize("present, control_plane, state", [
+    ({}, True, "absent"),
+    ({"kubelet_conf": 1, "ca": 1, "etcd_manifest": 1, "apiserver_manifest": 1}, True, "member"),
+    ({"kubelet_conf": 1, "ca": 1}, False, "member"),
+    # A control-plane join that stopped after etcd: certificates and etcd, no kubelet.conf.
+    ({"ca": 1, "etcd_manifest": 1}, True, "half-joined"),
+    ({"etcd_data": 1}, True, "half-joined"),
+    ({"kubelet_conf": 1, "ca": 1}, True, "half-joined"),
+])
+def test_membership_is_classified_from_kubeadms_files(present, control_plane, state):
+    found, reason = kubeadm_member.classify(present, control_plane)
+    assert found == state
+    if state == "half-joined":
+        assert "missing" in reason
+
+
+def test_join_configuration_for_a_control_plane_and_a_worker():
+    api = {"vip": "198.51.100.100", "port": 6443}
+    material = {"token": "abcdef.0123456789abcdef", "ca_cert_hash": "sha256:" + "0" * 64,
+                "control_plane": True, "certificate_key": "f" * 64}
+    config = kubeadm_member.join_configuration({"name": "cp2", "address": "198.51.100.22"}, material, api, "1.31")
+    assert config["apiVersion"] == "kubeadm.k8s.io/v1beta4" and config["kind"] == "JoinConfiguration"
+    assert config["discovery"]["bootstrapToken"] == {"apiServerEndpoint": "198.51.100.100:6443",
+                                                     "token": material["token"], "caCertHashes": [material["ca_cert_hash"]]}
+    assert config["controlPlane"] == {"localAPIEndpoint": {"advertiseAddress": "198.51.100.22", "bindPort": 6443},
+                                      "certificateKey": "f" * 64}
+    worker = kubeadm_member.join_configuration({"name": "worker1", "address": "198.51.100.31"},
+                                               dict(material, control_plane=False), api, "1.30.4")
+    assert "controlPlane" not in worker and worker["apiVersion"] == "kubeadm.k8s.io/v1beta3"
+    assert worker["nodeRegistration"]["name"] == "worker1"
+
+
+def test_machines_are_mapped_from_the_description_one_profile_per_role():
+    cluster_build = load_state_module("cluster_build")
+    profiles = {"loadbalancer": "lab-loadbalancer", "control_plane": "lab-control-plane", "worker": "lab-worker"}
+    data = cluster_build.machines_map(salt_render.description(), profiles)
+    assert data["lab-loadbalancer"] == [{"lb1": {"address": "198.51.100.11"}}, {"lb2": {"address": "198.51.100.12"}}]
+    assert [next(iter(m)) for m in data["lab-control-plane"]] == ["cp1", "cp2", "cp3"]
+    assert data["lab-worker"] == [{"worker1": {"address": "198.51.100.31"}}]
+    with pytest.raises(ValueError, match="no profile for role worker"):
+        cluster_build.machines_map(salt_render.description(), {k: v for k, v in profiles.items() if k != "worker"})
