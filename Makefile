@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed-$(shell sha256sum requirements.lock | cut -c1-16)
 PYTEST := $(PY) -m pytest
 
-.PHONY: help setup host-packages venv unit integration lab test demo bench-failover bench-converge lab-up lab-down clean
+.PHONY: help setup host-packages venv unit integration lab test demo bench-failover bench-converge bench-heal lab-up lab-down clean
 
 help:
 	@echo "make setup        install host packages (root, Debian 12) and the Python venv"
@@ -16,6 +16,7 @@ help:
 	@echo "make demo         the whole cluster in the one-machine lab (see README)"
 	@echo "make bench-failover  failover figures in the lab (about 20 min), bench/results/"
 	@echo "make bench-converge  orch.cluster times: first run, re-run, 1/3/6 workers (about 40 min)"
+	@echo "make bench-heal      time from fault to healthy again, per scenario (about 20 min)"
 
 setup: host-packages venv
 
@@ -61,6 +62,9 @@ bench-failover: lab-up
 
 bench-converge: setup
 	$(PY) bench/converge.py
+
+bench-heal: lab-up
+	$(PY) bench/heal.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -455,3 +455,25 @@ def salt_master():
         "addresses": sorted(addresses),
         "ports": sorted({int(__opts__.get("publish_port", 4505)), int(__opts__.get("master_port", 4506))}),
     }
+
+
+def config_owners(role=None):
+    """
+    {managed config file: the SLS that writes it} for a role (default: this node's): the
+    drift beacon watches these files and orch.heal_config re-applies the owner.
+
+    CLI example: ``salt-call cluster_topology.config_owners loadbalancer``
+    """
+    if role is None:
+        node = _find(description(), _minion_id())
+        role = node.get("role") if node else None
+    s = settings()
+    zone = f"{s['firewall']['zones_dir']}/{s['firewall']['zone']}.xml"
+    owners = {
+        "loadbalancer": {s["haproxy"]["config"]: "haproxy.config", s["keepalived"]["config"]: "keepalived.config",
+                         zone: "firewall"},
+        "control_plane": {s["containerd"]["config"]: "containerd", s["kubernetes"]["kubeadm_config"]: "kubernetes.config",
+                          zone: "firewall"},
+        "worker": {s["containerd"]["config"]: "containerd", zone: "firewall"},
+    }
+    return owners.get(role, {})

@@ -257,3 +257,12 @@ def cluster_health():
     health = __salt__["etcd_cluster.health"]()
     etcd = {m["name"] or m["id"]: any(health.get(u, {}).get("healthy") for u in m["client_urls"]) for m in members}
     return {"etcd": etcd, "nodes": nodes()}
+
+
+def restart_apiserver():
+    """Restart this control plane's API server (k8sha:lookup:kubernetes:apiserver_restart)."""
+    command = _settings()["apiserver_restart"]
+    result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)  # noqa: S602 (from settings)
+    if result.returncode != 0:
+        raise CommandExecutionError(f"restarting the API server ({command}) failed: {redact(result.stderr.strip())}")
+    return {"restarted": True, "command": command}

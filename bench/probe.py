@@ -2,7 +2,7 @@
 A client of the API through the VIP, as the benchmarks see it: every INTERVAL seconds a
 new TCP + TLS connection and GET /healthz, TIMEOUT seconds at most each. Runs inside the
 lab (the master's network namespace); prints one JSON list [sent_at, ok, seconds, error].
-Bounded: it stops by itself after DURATION seconds.
+Bounded: it stops by itself after DURATION seconds (or at SIGTERM, printing what it has).
 
 With --write NAME (and a client certificate of the cluster, --cert/--key) each request is
 instead a write: PUT of the config map NAME in namespace default, with a counter.
@@ -10,6 +10,7 @@ instead a write: PUT of the config map NAME in namespace default, with a counter
 
 import argparse
 import json
+import signal
 import socket
 import ssl
 import threading
@@ -61,9 +62,11 @@ def main():
         with lock:
             results.append(result)
 
+    stop = threading.Event()  # SIGTERM: stop sending, print what was measured
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     start = time.time()
     tick = 0
-    while time.time() - start < args.duration:
+    while time.time() - start < args.duration and not stop.is_set():
         thread = threading.Thread(target=worker, args=(tick,))
         thread.start()
         threads.append(thread)

@@ -8,3 +8,16 @@ include:
   - orch.control_planes
   - orch.workers
   - orch.verify
+
+{#- While the cluster is built, the machines' start events must not start repairs of nodes
+    being joined here: the build holds the control-plane lock (it expires, should a run die). #}
+cluster-build-holds-the-repair-lock:
+  heal.build_locked:
+    - name: control_plane
+    - order: 1
+    - failhard: True
+
+cluster-build-releases-the-repair-lock:
+  heal.unlocked:
+    - name: control_plane
+    - order: last

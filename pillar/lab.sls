@@ -7,6 +7,7 @@ k8sha:
       repo_url: file:/opt/k8sha-lab/apt/v{minor}/
       repo_trusted: true
       kernel_prerequisites: false
+      apiserver_restart: systemctl restart k8sha-standin-apiserver
     cloud:
       provision: true
       profiles:                # cloud/lab.profiles.conf

@@ -12,13 +12,16 @@ base:
     - firewall
     - haproxy
     - keepalived
+    - beacons
   '{{ role("control_plane") }}':
     - match: compound
     - base
     - firewall
     - kubernetes.control_plane
+    - beacons
   '{{ role("worker") }}':
     - match: compound
     - base
     - firewall
     - kubernetes
+    - beacons

@@ -45,7 +45,23 @@ def master_config(pillar_dir=None):
         "enable_fqdns_grains": False,
         # pillar/top.sls adds pillar/lab.sls (stand-in package source, the host's kernel).
         "k8sha_lab": True,
+        # Events -> healing orchestrations (README: Events), as a production master would have them.
+        "reactor": reactors(),
     }
+
+
+REACTORS = {
+    "salt/beacon/*/k8sha_haproxy/down": "haproxy_down",
+    "salt/beacon/*/service/*": "service_stopped",
+    "salt/beacon/*/inotify/*": "config_drift",
+    "salt/beacon/*/k8sha_apiserver/unhealthy": "apiserver_unhealthy",
+    "salt/minion/*/start": "node_back",
+    "salt/presence/change": "node_lost",
+}
+
+
+def reactors():
+    return [{tag: [f"salt://reactor/{name}.sls"]} for tag, name in REACTORS.items()]
 
 
 def write_config(pillar_dir=None):

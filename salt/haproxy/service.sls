@@ -29,10 +29,14 @@ haproxy-systemd-signal-dropin:
     - name: /etc/systemd/system/{{ haproxy.service }}.service.d/k8sha-signal.conf
     - makedirs: True
     - contents: |
-        # Managed by Salt: tell keepalived (track_file) when HAProxy is up or gone.
+        # Managed by Salt: tell keepalived (track_file) when HAProxy is up or gone, and let
+        # systemd restart a crashed HAProxy at once (Salt heals what systemd cannot: a stop,
+        # a mask, a bad config).
         [Service]
         ExecStartPost={{ settings.libexec_dir }}/haproxy-signal up
         ExecStopPost={{ settings.libexec_dir }}/haproxy-signal down
+        Restart=on-failure
+        RestartSec=100ms
     - require:
       - file: haproxy-signal-script
 
@@ -46,6 +50,8 @@ haproxy-service:
   service.running:
     - name: {{ haproxy.service }}
     - enable: True
+    - unmask: True
+    - unmask_runtime: True
     - reload: True
     - require:
       - pkg: haproxy-package

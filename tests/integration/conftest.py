@@ -1,6 +1,7 @@
 """A real salt-master and minions (pytest-salt-factories) over the project's tree."""
 
 import shutil
+import sys
 
 import pytest
 import yaml
@@ -8,6 +9,8 @@ import yaml
 import salt_render
 
 REPO = salt_render.REPO
+sys.path.insert(0, str(REPO / "lab"))
+from lablib import master as master_config  # noqa: E402
 SECRET = "v2Kp9xQe"
 
 
@@ -17,12 +20,28 @@ def vrrp_secret():
 
 
 @pytest.fixture(scope="package")
-def pillar_root(tmp_path_factory):
-    """The project's pillar/top.sls over a VRRPv2 description with a secret for the LBs."""
+def heal_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("heal")
+
+
+@pytest.fixture(scope="package")
+def pillar_root(tmp_path_factory, heal_dir):
+    """The project's pillar/top.sls over a VRRPv2 description with a secret for the LBs.
+    Addresses are on loopback: the healing orchestrations' checks (HTTPS to a node) must
+    never leave this host. Repairs here only append to a file (heal_dir/restarts)."""
     root = tmp_path_factory.mktemp("pillar")
     shutil.copy(REPO / "pillar" / "top.sls", root / "top.sls")
-    cluster = salt_render.description(vrrp={"version": 2, "advert_interval": 1})
-    (root / "cluster.sls").write_text(yaml.safe_dump({"cluster": cluster}))
+    cluster = salt_render.description(
+        vrrp={"version": 2, "advert_interval": 1}, api={"vip": "127.0.0.100", "prefix": 8},
+        nodes=[{"name": "lb1", "role": "loadbalancer", "address": "127.0.0.11"},
+               {"name": "lb2", "role": "loadbalancer", "address": "127.0.0.12"},
+               {"name": "cp1", "role": "control_plane", "address": "127.0.0.21"},
+               {"name": "cp2", "role": "control_plane", "address": "127.0.0.22"},
+               {"name": "cp3", "role": "control_plane", "address": "127.0.0.23"},
+               {"name": "worker1", "role": "worker", "address": "127.0.0.31"}])
+    lookup = {"heal": {"state_dir": str(heal_dir), "verify_timeout": 2, "max_attempts": 3, "window": 900},
+              "kubernetes": {"apiserver_restart": f"echo restarted >> {heal_dir}/restarts"}}
+    (root / "cluster.sls").write_text(yaml.safe_dump({"cluster": cluster, "k8sha": {"lookup": lookup}}))
     (root / "secrets").mkdir()
     (root / "secrets" / "loadbalancer.sls").write_text(
         yaml.safe_dump({"cluster": {"vrrp": {"auth_pass": SECRET}}})
@@ -33,10 +52,12 @@ def pillar_root(tmp_path_factory):
 @pytest.fixture(scope="package")
 def master(salt_factories, pillar_root):
     overrides = {
-        "file_roots": {"base": [str(REPO / "salt")]},
+        "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
+        "file_ignore_regex": [r"/\.venv(/|$)", r"/\.git(/|$)", r"/__pycache__(/|$)"],
         "pillar_roots": {"base": [str(pillar_root)]},
         "module_dirs": [str(REPO)],
         "loop_interval": 1,
+        "reactor": master_config.reactors(),  # the same reactions as the lab's master
     }
     factory = salt_factories.salt_master_daemon("k8sha-master", overrides=overrides)
     with factory.started():
@@ -48,7 +69,7 @@ def minions(master):
     started = {}
     factories = {
         minion_id: master.salt_minion_daemon(minion_id, overrides={"module_dirs": [str(REPO)], "loop_interval": 1})
-        for minion_id in ("lb1", "cp1")
+        for minion_id in ("lb1", "cp1", "worker1")
     }
     try:
         for minion_id, factory in factories.items():

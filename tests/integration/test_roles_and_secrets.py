@@ -6,7 +6,7 @@ import json
 def test_minions_answer(salt_cli):
     result = salt_cli.run("test.ping", minion_tgt="*")
     assert result.returncode == 0
-    assert result.data == {"lb1": True, "cp1": True}
+    assert result.data == {"lb1": True, "cp1": True, "worker1": True}
 
 
 def test_vrrp_secret_reaches_the_load_balancer_only(salt_cli, vrrp_secret):
@@ -20,8 +20,8 @@ def test_vrrp_secret_reaches_the_load_balancer_only(salt_cli, vrrp_secret):
 def test_top_file_assigns_states_by_role(salt_cli):
     lb = salt_cli.run("state.show_top", minion_tgt="lb1")
     cp = salt_cli.run("state.show_top", minion_tgt="cp1")
-    assert lb.data["base"] == ["base", "firewall", "haproxy", "keepalived"]
-    assert cp.data["base"] == ["base", "firewall"]
+    assert lb.data["base"] == ["base", "firewall", "haproxy", "keepalived", "beacons"]
+    assert cp.data["base"] == ["base", "firewall", "kubernetes.control_plane", "beacons"]
 
 
 def test_description_validates_on_every_node_with_the_secret_only_required_where_delivered(salt_cli):

@@ -1,0 +1,81 @@
+"""
+Beacon: the local API server's /healthz over TLS (control planes). Events (tag
+``salt/beacon/<minion>/k8sha_apiserver/<what>``):
+
+    unhealthy  {"url": ..., "answer": ..., "failures": n}   after ``fall`` failed checks in a row
+    healthy    {"url": ...}                                  after ``rise`` good ones
+
+``unhealthy`` is repeated every ``remind`` seconds while it lasts.
+
+.. code-block:: yaml
+
+    beacons:
+      k8sha_apiserver:
+        - interval: 2
+        - fall: 3
+        - rise: 2
+        - disable_during_state_run: True
+"""
+
+import ssl
+import time
+import urllib.request
+
+import salt.utils.beacons
+
+__virtualname__ = "k8sha_apiserver"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def validate(config):
+    if not isinstance(config, list):
+        return False, "k8sha_apiserver: configuration must be a list"
+    return True, "valid"
+
+
+def _check(url, timeout):
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as answer:
+            return answer.status == 200, f"{answer.status} {answer.read(40).decode(errors='replace')}"
+    except Exception as exc:  # pylint: disable=broad-except
+        return False, str(exc)[:200]
+
+
+def step(state, ok, fall, rise, now, remind):
+    """Next (state, events) from one check result (pure function). state: healthy,
+    failures, successes, sent (when unhealthy was last sent)."""
+    state = dict(state)
+    events = []
+    if ok:
+        state["failures"], state["successes"] = 0, state["successes"] + 1
+        if not state["healthy"] and state["successes"] >= rise:
+            state["healthy"] = True
+            events.append({"tag": "healthy"})
+        return state, events
+    state["failures"], state["successes"] = state["failures"] + 1, 0
+    if state["healthy"] and state["failures"] >= fall:
+        state["healthy"], state["sent"] = False, now
+        events.append({"tag": "unhealthy", "failures": state["failures"]})
+    elif not state["healthy"] and remind and now - state["sent"] >= remind:
+        state["sent"] = now
+        events.append({"tag": "unhealthy", "failures": state["failures"]})
+    return state, events
+
+
+def beacon(config):
+    config = salt.utils.beacons.list_to_dict(config)
+    port = __salt__["cluster_topology.description"]().get("api", {}).get("port", 6443)
+    url = config.get("url", f"https://127.0.0.1:{port}/healthz")
+    ok, answer = _check(url, config.get("timeout", 3))
+    state = __context__.get("k8sha_apiserver.state", {"healthy": True, "failures": 0, "successes": 0, "sent": 0})
+    state, events = step(state, ok, config.get("fall", 3), config.get("rise", 2), time.monotonic(),
+                         config.get("remind", 60))
+    __context__["k8sha_apiserver.state"] = state
+    for event in events:
+        event.update({"url": url, "answer": answer})
+    return events

@@ -1,0 +1,303 @@
+"""
+Master-side steps of the healing orchestrations (orch/heal_*.sls). The safety rules of
+DESIGN.md §7 live here, so that every orchestration applies them the same way:
+
+    heal.permitted   the event's node exists with the role the fault belongs to, the event
+                     was sent by that node, the fault has not failed too often lately, and
+                     no other repair of it (or, for control planes, of any control plane) runs
+    heal.needed      the fault is re-checked from the master; `changes` only when it is real
+    heal.recorded    the outcome is stored and announced (k8sha/heal/<kind>/result)
+    heal.unlocked    the repair's lock is released (only by the run that took it)
+    heal.stale_etcd_member_removed, heal.node_reset   steps of the control-plane rejoin
+
+A refusal sends k8sha/heal/refused; too many failures send k8sha/heal/needs_human and
+stop all tries until the window has passed. Attempts and locks are kept in a JSON file on
+the master (k8sha:lookup:heal:state_dir), so they survive a master restart; locks expire.
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import ssl
+import time
+import urllib.request
+
+__virtualname__ = "heal"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _ret(name, result=True, comment="", changes=None):
+    return {"name": name, "result": result, "comment": comment, "changes": changes or {}}
+
+
+def _settings():
+    return __salt__["cluster_topology.settings"]()
+
+
+def _prefix():
+    return _settings()["event_prefix"]
+
+
+def _event(suffix, data):
+    __salt__["event.send"](f"{_prefix()}/heal/{suffix}", data)
+
+
+def _node(minion):
+    return next((n for n in __salt__["cluster_topology.description"]().get("nodes", []) if n.get("name") == minion), None)
+
+
+@contextlib.contextmanager
+def _store():
+    """The attempts and locks file, read and written under an exclusive lock."""
+    directory = _settings()["heal"]["state_dir"]
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    with open(os.path.join(directory, "heal.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = os.path.join(directory, "heal.json")
+        try:
+            with open(path) as handle:
+                data = json.load(handle)
+        except (OSError, ValueError):
+            data = {}
+        data.setdefault("attempts", {})
+        data.setdefault("locks", {})
+        yield data
+        with open(path + ".tmp", "w") as handle:
+            json.dump(data, handle)
+        os.replace(path + ".tmp", path)
+
+
+def minion_of(tag):
+    """The minion a beacon or start event is about: salt/beacon/<id>/..., salt/minion/<id>/start."""
+    parts = tag.split("/")
+    return parts[2] if len(parts) > 2 and parts[0] == "salt" and parts[1] in ("beacon", "minion") else None
+
+
+def refusal(node, role, minion, sender):
+    """Why an event must not start a repair, or None (pure function)."""
+    if node is None:
+        return f"{minion} is not a node of the cluster description"
+    if role and node.get("role") != role:
+        return f"{minion} is a {node.get('role')}, this repair is for a {role}"
+    if sender and sender != minion:
+        return f"the event is about {minion} but was sent by {sender}"
+    return None
+
+
+def recent_failures(attempts, now, window):
+    return sum(1 for at, ok in attempts if not ok and now - at < window)
+
+
+def permitted(name, tag, role=None, sender=None, lock=None):
+    """
+    ``name``: the kind of repair (haproxy, keepalived, config, apiserver, control_plane).
+    Refuses (result False, nothing else runs) unless every safety rule holds.
+    """
+    minion = minion_of(tag)
+    reason = refusal(_node(minion), role, minion, sender)
+    if reason:
+        _event("refused", {"kind": name, "minion": minion, "tag": tag, "sender": sender, "reason": reason})
+        return _ret(name, False, f"refused: {reason}; nothing was done")
+    heal = _settings()["heal"]
+    lock_key = lock or f"{name}:{minion}"
+    now = time.time()
+    with _store() as data:
+        attempts = data["attempts"].get(f"{name}:{minion}", [])
+        if recent_failures(attempts, now, heal["window"]) >= heal["max_attempts"]:
+            reason = (f"{recent_failures(attempts, now, heal['window'])} failed repairs of {name} on {minion} in "
+                      f"the last {heal['window']} s: left to a human")
+            _event("needs_human", {"kind": name, "minion": minion, "tag": tag, "reason": reason})
+            return _ret(name, False, f"refused: {reason}")
+        held = data["locks"].get(lock_key)
+        if held and held["expires"] > now:
+            return _ret(name, False, f"refused: {held['minion']} is being repaired ({lock_key}) since "
+                                     f"{int(now - held['since'])} s; this event changes nothing")
+        token = secrets.token_hex(8)
+        data["locks"][lock_key] = {"minion": minion, "token": token, "since": now, "expires": now + heal["lock_ttl"]}
+    __context__["k8sha_heal"] = {"lock": lock_key, "token": token, "minion": minion, "tag": tag}
+    return _ret(name, comment=f"{name} repair of {minion} permitted (lock {lock_key})")
+
+
+def build_locked(name="control_plane"):
+    """orch.cluster holds the control-plane lock while it builds: the start events of the
+    machines it creates must not start rejoins of nodes it is joining itself."""
+    heal = _settings()["heal"]
+    now = time.time()
+    with _store() as data:
+        held = data["locks"].get(name)
+        if held and held["expires"] > now:
+            return _ret(name, False, f"a repair of {held['minion']} holds the {name} lock since "
+                                     f"{int(now - held['since'])} s (expires in {int(held['expires'] - now)} s); "
+                                     "run orch.cluster again when it is done")
+        token = secrets.token_hex(8)
+        data["locks"][name] = {"minion": "orch.cluster", "token": token, "since": now, "expires": now + heal["lock_ttl"]}
+    __context__["k8sha_heal"] = {"lock": name, "token": token, "minion": None, "tag": None}
+    return _ret(name, comment=f"orch.cluster holds the {name} lock: repairs wait until it is done")
+
+
+def unlocked(name):
+    """Releases the lock ``permitted`` took in this run; another run's lock is left alone."""
+    mine = __context__.get("k8sha_heal")
+    if not mine:
+        return _ret(name, comment="no lock taken by this run")
+    with _store() as data:
+        held = data["locks"].get(mine["lock"])
+        if held and held["token"] == mine["token"]:
+            del data["locks"][mine["lock"]]
+    return _ret(name, comment=f"lock {mine['lock']} released")
+
+
+def recorded(name, ok=True):
+    """Stores the outcome of the repair and sends k8sha/heal/<kind>/result."""
+    mine = __context__.get("k8sha_heal", {})
+    minion = mine.get("minion")
+    heal = _settings()["heal"]
+    now = time.time()
+    with _store() as data:
+        attempts = [a for a in data["attempts"].get(f"{name}:{minion}", []) if now - a[0] < heal["window"]]
+        attempts.append([now, bool(ok)])
+        data["attempts"][f"{name}:{minion}"] = attempts
+    _event(f"{name}/result", {"minion": minion, "ok": bool(ok), "tag": mine.get("tag")})
+    if not ok and recent_failures(attempts, now, heal["window"]) >= heal["max_attempts"]:
+        _event("needs_human", {"kind": name, "minion": minion, "tag": mine.get("tag"),
+                               "reason": f"{heal['max_attempts']} failed repairs in {heal['window']} s"})
+    return _ret(name, comment=f"{name} repair of {minion}: {'healed' if ok else 'FAILED'}",
+                changes={minion: "healed"} if ok else {})
+
+
+# --- facts, re-checked from the master --------------------------------------------------------------
+
+def _ask(minion, fun, arg=(), timeout=30):
+    answer = __salt__["saltutil.cmd"]([minion], fun, arg=list(arg), tgt_type="list", timeout=timeout).get(minion)
+    if not answer or answer.get("retcode", 0) != 0:
+        return None
+    return answer.get("ret")
+
+
+def _https_ok(url):
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(url, timeout=3, context=context) as answer:
+            return answer.status == 200
+    except Exception:  # pylint: disable=broad-except
+        return False
+
+
+def _fault(check, minion, detail):
+    """(real, reason) for one kind of fault, asked from the master."""
+    settings = _settings()
+    if check == "service_stopped":
+        service = detail or ""
+        if service != settings["keepalived"]["service"]:
+            return False, f"{service!r} is not a service these repairs manage"
+        running = _ask(minion, "service.status", [service])
+        return running is False, f"{service} on {minion} is {'running' if running else 'not running'}"
+    if check == "haproxy_down":
+        backends = _ask(minion, "lb_status.haproxy_backends") or {}
+        return not backends.get("running", False), f"HAProxy on {minion}: {backends.get('reason', 'answers')}"
+    if check == "config_drift":
+        owner = __salt__["cluster_topology.config_owners"](_node(minion)["role"]).get(detail)
+        if not owner:
+            return False, f"{detail} is not a file Salt manages on {minion}"
+        preview = __salt__["saltutil.cmd"]([minion], "state.sls", arg=[owner], kwarg={"test": True},
+                                           tgt_type="list", timeout=120).get(minion, {}).get("ret")
+        pending = [s.get("__id__") for s in (preview or {}).values() if isinstance(s, dict) and s.get("result") is None]
+        return bool(pending), f"{detail} on {minion}: {'differs from ' + owner if pending else 'as Salt wrote it'}"
+    if check == "apiserver_unhealthy":
+        port = __salt__["cluster_topology.description"]()["api"]["port"]
+        healthy = _https_ok(f"https://{_node(minion)['address']}:{port}/healthz")
+        return not healthy, f"/healthz of {minion} {'answers 200' if healthy else 'does not answer 200'}"
+    if check == "control_plane_rejoin":
+        status = _ask(minion, "kubeadm_member.status", timeout=60)
+        if status is None:
+            return False, f"{minion} does not answer: nothing is done until it does"
+        return status["state"] != "member", f"{minion}: {status['state']} ({status['reason']})"
+    raise ValueError(f"unknown check {check}")
+
+
+def needed(name, check, detail=None):
+    """The fault is real, as the master sees it now: changes (and the repair runs) only then."""
+    mine = __context__.get("k8sha_heal", {})
+    real, reason = _fault(check, mine.get("minion"), detail)
+    if not real:
+        return _ret(name, comment=f"nothing to repair: {reason}")
+    return _ret(name, comment=reason, changes={"fault": reason})
+
+
+def verified(name, check, detail=None, timeout=60):
+    """After a repair: the fault is gone (re-checked until ``timeout``) and, for the load
+    balancers' faults, the API answers /healthz through the VIP."""
+    mine = __context__.get("k8sha_heal", {})
+    api = __salt__["cluster_topology.description"]()["api"]
+    deadline = time.monotonic() + timeout
+    while True:
+        real, reason = _fault(check, mine.get("minion"), detail)
+        serving = check not in ("haproxy_down", "service_stopped") or _https_ok(f"https://{api['vip']}:{api['port']}/healthz")
+        if not real and serving:
+            return _ret(name, comment=f"repaired: {reason}" + ("; /healthz answers through the VIP" if serving else ""))
+        if time.monotonic() > deadline:
+            return _ret(name, False, f"not repaired after {timeout} s: {reason}"
+                                     + ("" if serving else "; /healthz does not answer through the VIP"))
+        time.sleep(1)
+
+
+def lost_reported(name, lost=()):
+    """Lost minions are reported and deliberately left alone: a node that does not answer
+    cannot be repaired safely (it may only be rebooting); it is handled when it is back."""
+    lost = sorted(lost or [])
+    if not lost:
+        return _ret(name, comment="no minion lost")
+    roles = {m: (_node(m) or {}).get("role", "unknown") for m in lost}
+    _event("node_lost", {"lost": lost, "roles": roles, "action": "none: repaired when it answers again"})
+    return _ret(name, comment=f"lost: {', '.join(f'{m} ({r})' for m, r in roles.items())}; nothing done until they answer")
+
+
+# --- steps of the control-plane rejoin ----------------------------------------------------------------
+
+def modules_synced(name):
+    """The node (``name``) has the project's modules, states and beacons (a new machine has none)."""
+    synced = []
+    for kind in ("modules", "states", "beacons"):
+        answer = __salt__["saltutil.cmd"]([name], f"saltutil.sync_{kind}", tgt_type="list", timeout=60).get(name)
+        if not answer or answer.get("retcode", 0) != 0:
+            return _ret(name, False, f"saltutil.sync_{kind} failed on {name}: {answer and answer.get('ret')}")
+        synced += answer.get("ret") or []
+    return _ret(name, comment=f"{name}: project modules in place", changes={"synced": synced} if synced else {})
+
+
+def stale_etcd_member_removed(name):
+    """The etcd member with the peer URL of ``name`` (being rejoined) is removed, through a healthy
+    control plane, only if the remaining members keep a quorum (etcd_cluster.remove_member)."""
+    node = _node(name)
+    peer = f"https://{node['address']}:2380"
+    for other in [n for n in __salt__["cluster_topology.members"]("control_plane") if n != name]:
+        members = _ask(other, "etcd_cluster.members")
+        if not isinstance(members, list):
+            continue
+        if not any(peer in m["peer_urls"] for m in members):
+            return _ret(name, comment=f"no etcd member has peer URL {peer}")
+        answer = __salt__["saltutil.cmd"]([other], "etcd_cluster.remove_member", arg=[peer], tgt_type="list",
+                                          timeout=60).get(other, {})
+        if answer.get("retcode", 0) != 0:
+            return _ret(name, False, f"{other} did not remove {peer}: {answer.get('ret')}")
+        return _ret(name, comment=answer["ret"]["comment"], changes={"removed": peer})
+    return _ret(name, False, "no other control plane answers for etcd: nothing was removed")
+
+
+def node_reset(name):
+    """A half-joined node is reset (kubeadm reset -f) before it joins again; others are left alone."""
+    status = _ask(name, "kubeadm_member.status", timeout=60)
+    if status is None:
+        return _ret(name, False, f"{name} does not answer kubeadm_member.status")
+    if status["state"] != "half-joined":
+        return _ret(name, comment=f"{name} is {status['state']}: no reset needed")
+    answer = __salt__["saltutil.cmd"]([name], "kubeadm_member.reset", tgt_type="list", timeout=300).get(name, {})
+    if answer.get("retcode", 0) != 0:
+        return _ret(name, False, f"kubeadm reset on {name} failed: {answer.get('ret')}")
+    return _ret(name, comment=f"{name} was half-joined ({status['reason']}): reset", changes={"reset": name})

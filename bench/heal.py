@@ -1,0 +1,133 @@
+"""
+Time from a fault to healthy again, per scenario, in the lab built by orch.cluster
+(make bench-heal starts it). Medians of --runs runs, printed and stored in
+bench/results/heal.json.
+
+  haproxy_killed       kill -9 HAProxy on the VIP holder: systemd restarts it (first layer)
+  haproxy_stopped      systemctl stop haproxy on the holder: Salt starts it (beacon -> reactor -> orch)
+  keepalived_stopped   systemctl stop keepalived on a load balancer: Salt starts it
+  config_edited        a line appended to haproxy.cfg by hand: Salt puts the file back
+  control_plane_replaced  cp3 destroyed and re-created by salt-cloud: from the new machine's
+                       creation until etcd has 3 healthy members again (Salt rejoins it)
+
+"Healthy again" for the load-balancer faults: the daemon active on both load balancers and
+/healthz answering through the VIP.
+"""
+
+import argparse
+import json
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "lab"))
+from lablib import machine, master  # noqa: E402
+
+LAB = str(REPO / "lab" / "lab")
+RESULTS = REPO / "bench" / "results"
+VIP = "198.51.100.100"
+LBS = ("lb1", "lb2")
+
+
+def box(name):
+    return machine.Machine(name)
+
+
+def active(name, unit):
+    return box(name).exec("systemctl", "is-active", unit, check=False).stdout.strip() == "active"
+
+
+def vip_holder():
+    for name in LBS:
+        if f" {VIP}/" in box(name).exec("ip", "-o", "-4", "addr", "show", "dev", "eth0", check=False).stdout:
+            return name
+    return None
+
+
+def serving():
+    result = master.in_master_ns("curl", "-sk", "--max-time", "2", f"https://{VIP}:6443/healthz", check=False)
+    return result.stdout == "ok"
+
+
+def wait(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"timed out after {timeout} s waiting for {what}")
+
+
+def lbs_healthy(unit):
+    return lambda: all(active(lb, unit) for lb in LBS) and serving()
+
+
+def etcd_healthy_members():
+    data, _ = master.salt_json("salt", "cp1", "etcd_cluster.health", "--timeout=15")
+    health = data.get("cp1")
+    return sum(1 for h in health.values() if h["healthy"]) if isinstance(health, dict) else 0
+
+
+def settle():
+    wait(lambda: vip_holder() is not None and lbs_healthy("haproxy")() and lbs_healthy("keepalived")(), 60, "a settled lab")
+    time.sleep(5)  # beacons see the healthy state before the next fault
+
+
+def run_once(scenario):
+    settle()
+    holder = vip_holder()
+    other = next(lb for lb in LBS if lb != holder)
+    started = time.monotonic()
+    if scenario == "haproxy_killed":
+        box(holder).exec("systemctl", "kill", "--signal=KILL", "haproxy")
+        wait(lbs_healthy("haproxy"), 60, "HAProxy back")
+    elif scenario == "haproxy_stopped":
+        box(holder).exec("systemctl", "stop", "haproxy")
+        wait(lbs_healthy("haproxy"), 120, "HAProxy started by Salt")
+    elif scenario == "keepalived_stopped":
+        box(other).exec("systemctl", "stop", "keepalived")
+        wait(lbs_healthy("keepalived"), 120, "keepalived started by Salt")
+    elif scenario == "config_edited":
+        original = box(other).exec("cat", "/etc/haproxy/haproxy.cfg").stdout
+        box(other).exec("sh", "-c", "echo '# edited by hand' >> /etc/haproxy/haproxy.cfg")
+        wait(lambda: box(other).exec("cat", "/etc/haproxy/haproxy.cfg").stdout == original, 120, "haproxy.cfg put back")
+    elif scenario == "control_plane_replaced":
+        subprocess.run([LAB, "salt-cloud", "-y", "-d", "cp3"], check=True, capture_output=True)
+        subprocess.run([LAB, "salt-cloud", "-p", "lab-control-plane", "cp3"], check=True, capture_output=True)
+        started = time.monotonic()
+        wait(lambda: etcd_healthy_members() == 3, 600, "3 healthy etcd members")
+    else:
+        raise ValueError(scenario)
+    return round(time.monotonic() - started, 2)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--control-plane-runs", type=int, default=3)
+    parser.add_argument("--scenarios", nargs="+", default=["haproxy_killed", "haproxy_stopped", "keepalived_stopped",
+                                                          "config_edited", "control_plane_replaced"])
+    args = parser.parse_args()
+    if master.pid() is None or not box("cp3").running:
+        raise SystemExit("the lab is not up: make lab-up (it runs orch.cluster)")
+    results = {}
+    for scenario in args.scenarios:
+        runs = args.control_plane_runs if scenario == "control_plane_replaced" else args.runs
+        times = []
+        for number in range(runs):
+            times.append(run_once(scenario))
+            print(f"{scenario} run {number + 1}: healthy again after {times[-1]} s", flush=True)
+        results[scenario] = {"median": statistics.median(times), "min": min(times), "max": max(times), "runs": times}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "heal.json").write_text(json.dumps(
+        {"measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": results}, indent=1) + "\n")
+    print(f"\n{'scenario':24} {'median':>8} {'min-max':>16}")
+    for scenario, row in results.items():
+        print(f"{scenario:24} {row['median']:>7.1f}s {row['min']:>7.1f}-{row['max']:<7.1f}")
+
+
+if __name__ == "__main__":
+    main()
