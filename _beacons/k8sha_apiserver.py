@@ -5,7 +5,8 @@ Beacon: the local API server's /healthz over TLS (control planes). Events (tag
     unhealthy  {"url": ..., "answer": ..., "failures": n}   after ``fall`` failed checks in a row
     healthy    {"url": ...}                                  after ``rise`` good ones
 
-``unhealthy`` is repeated every ``remind`` seconds while it lasts.
+``unhealthy`` is repeated every ``remind`` seconds while it lasts. Silent on a node that is
+not (yet, or any more) a control plane: no kube-apiserver manifest.
 
 .. code-block:: yaml
 
@@ -17,6 +18,7 @@ Beacon: the local API server's /healthz over TLS (control planes). Events (tag
         - disable_during_state_run: True
 """
 
+import os
 import ssl
 import time
 import urllib.request
@@ -24,6 +26,7 @@ import urllib.request
 import salt.utils.beacons
 
 __virtualname__ = "k8sha_apiserver"
+MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
 
 
 def __virtual__():
@@ -69,6 +72,11 @@ def step(state, ok, fall, rise, now, remind):
 
 def beacon(config):
     config = salt.utils.beacons.list_to_dict(config)
+    # Only a node kubeadm made a control plane runs an API server: before init or join (and
+    # after a reset) there is nothing to watch; a missing member is orch.heal_control_plane's.
+    if not os.path.exists(config.get("manifest", MANIFEST)):
+        __context__.pop("k8sha_apiserver.state", None)
+        return []
     port = __salt__["cluster_topology.description"]().get("api", {}).get("port", 6443)
     url = config.get("url", f"https://127.0.0.1:{port}/healthz")
     ok, answer = _check(url, config.get("timeout", 3))

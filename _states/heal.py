@@ -24,6 +24,8 @@ import ssl
 import time
 import urllib.request
 
+import salt.utils.event
+
 __virtualname__ = "heal"
 
 
@@ -44,7 +46,9 @@ def _prefix():
 
 
 def _event(suffix, data):
-    __salt__["event.send"](f"{_prefix()}/heal/{suffix}", data)
+    """An event on the master's bus (these states run on the master, in orchestrations)."""
+    with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as bus:
+        bus.fire_event(data, f"{_prefix()}/heal/{suffix}")
 
 
 def _node(minion):
@@ -54,7 +58,7 @@ def _node(minion):
 @contextlib.contextmanager
 def _store():
     """The attempts and locks file, read and written under an exclusive lock."""
-    directory = _settings()["heal"]["state_dir"]
+    directory = _settings()["heal"]["state_dir"] or os.path.join(__opts__["cachedir"], "k8sha-heal")
     os.makedirs(directory, mode=0o700, exist_ok=True)
     with open(os.path.join(directory, "heal.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -210,6 +214,9 @@ def _fault(check, minion, detail):
         pending = [s.get("__id__") for s in (preview or {}).values() if isinstance(s, dict) and s.get("result") is None]
         return bool(pending), f"{detail} on {minion}: {'differs from ' + owner if pending else 'as Salt wrote it'}"
     if check == "apiserver_unhealthy":
+        status = _ask(minion, "kubeadm_member.status", timeout=60) or {}
+        if status.get("state") != "member":
+            return False, f"{minion} is not a member ({status.get('state', 'no answer')}): a rejoin matter, not a restart"
         port = __salt__["cluster_topology.description"]()["api"]["port"]
         healthy = _https_ok(f"https://{_node(minion)['address']}:{port}/healthz")
         return not healthy, f"/healthz of {minion} {'answers 200' if healthy else 'does not answer 200'}"

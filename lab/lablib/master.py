@@ -27,13 +27,13 @@ def master_config(pillar_dir=None):
         "log_file": str(d / "log" / "master"),
         "key_logfile": str(d / "log" / "key"),
         "log_level_logfile": "info",
-        # The project tree: states, orchestrations (repo root), pillar, Python modules.
-        "file_roots": {"base": [str(config.REPO / "salt"), str(config.REPO)]},
+        # The project tree: states (salt/), orchestrations, reactors and the modules minions
+        # sync (srv/: links to them, so that the file server never walks the venv), pillar,
+        # and the master's own Python modules (module_dirs: _runners, _states, _modules, _clouds).
+        "file_roots": {"base": [str(config.REPO / "salt"), str(config.REPO / "srv")]},
         "pillar_roots": {"base": [str(pillar_dir or config.REPO / "pillar")]},
         "module_dirs": [str(config.REPO)],
-        # The repo root is a file root (orch/, cloud/): keep the venv and git out of the
-        # file server, or every sync walks thousands of files (sync_all: 25 s -> 1 s).
-        "file_ignore_regex": [r"/\.venv(/|$)", r"/\.git(/|$)", r"/\.pytest_cache(/|$)", r"/__pycache__(/|$)"],
+        "file_ignore_regex": [r"/__pycache__(/|$)"],
         "presence_events": True,
         "loop_interval": 5,
         "worker_threads": 4,

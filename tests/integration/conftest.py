@@ -24,8 +24,22 @@ def heal_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("heal")
 
 
+KUBEADM_FILES = ("kubelet.conf", "pki/ca.crt", "manifests/etcd.yaml", "manifests/kube-apiserver.yaml")
+
+
 @pytest.fixture(scope="package")
-def pillar_root(tmp_path_factory, heal_dir):
+def kube_dir(tmp_path_factory):
+    """kubeadm's files of a control-plane member (empty files: kubeadm_member.status only
+    looks for them), in place of /etc/kubernetes for the minions on this host."""
+    root = tmp_path_factory.mktemp("kubernetes")
+    for name in KUBEADM_FILES:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).touch()
+    return root
+
+
+@pytest.fixture(scope="package")
+def pillar_root(tmp_path_factory, heal_dir, kube_dir):
     """The project's pillar/top.sls over a VRRPv2 description with a secret for the LBs.
     Addresses are on loopback: the healing orchestrations' checks (HTTPS to a node) must
     never leave this host. Repairs here only append to a file (heal_dir/restarts)."""
@@ -40,7 +54,7 @@ def pillar_root(tmp_path_factory, heal_dir):
                {"name": "cp3", "role": "control_plane", "address": "127.0.0.23"},
                {"name": "worker1", "role": "worker", "address": "127.0.0.31"}])
     lookup = {"heal": {"state_dir": str(heal_dir), "verify_timeout": 2, "max_attempts": 3, "window": 900},
-              "kubernetes": {"apiserver_restart": f"echo restarted >> {heal_dir}/restarts"}}
+              "kubernetes": {"apiserver_restart": f"echo restarted >> {heal_dir}/restarts", "config_dir": str(kube_dir)}}
     (root / "cluster.sls").write_text(yaml.safe_dump({"cluster": cluster, "k8sha": {"lookup": lookup}}))
     (root / "secrets").mkdir()
     (root / "secrets" / "loadbalancer.sls").write_text(
@@ -52,8 +66,7 @@ def pillar_root(tmp_path_factory, heal_dir):
 @pytest.fixture(scope="package")
 def master(salt_factories, pillar_root):
     overrides = {
-        "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
-        "file_ignore_regex": [r"/\.venv(/|$)", r"/\.git(/|$)", r"/__pycache__(/|$)"],
+        "file_roots": {"base": [str(REPO / "salt"), str(REPO / "srv")]},
         "pillar_roots": {"base": [str(pillar_root)]},
         "module_dirs": [str(REPO)],
         "loop_interval": 1,

@@ -78,30 +78,41 @@ def test_a_storm_of_events_starts_few_repairs_and_repeated_failures_go_to_a_huma
 
 def orchestrate(master, mods, heal):
     run = master.salt_run_cli(timeout=180).run("state.orchestrate", mods, f"pillar={json.dumps({'heal': heal})}")
-    states = next(iter(run.data["data"].values()))
+    # Salt prints "No minions matched the target" before the JSON when a step asks absent minions.
+    data = json.loads(run.stdout[run.stdout.index("{"):])
+    states = next(iter(data["data"].values()))
     return {v["__id__"]: v for v in states.values()}
 
 
-def test_one_control_plane_repair_at_a_time_and_nothing_removed_without_a_quorum(master, minions, heal_dir):
+def test_one_control_plane_repair_at_a_time_and_nothing_removed_without_a_quorum(master, minions, heal_dir, kube_dir):
+    heal = {"tag": "salt/minion/cp1/start", "sender": "cp1"}
+    member = orchestrate(master, "orch.heal_control_plane", heal)
+    assert not member["heal-control-plane-needed"]["changes"]  # a member is left alone
+    assert "nothing to repair: cp1: member" in member["heal-control-plane-needed"]["comment"]
     state = heal_state(heal_dir)
     state["locks"]["control_plane"] = {"minion": "cp2", "token": "other", "since": time.time(), "expires": time.time() + 60}
     (heal_dir / "heal.json").write_text(json.dumps(state))
-    heal = {"tag": "salt/minion/cp1/start", "sender": "cp1"}
     waited = orchestrate(master, "orch.heal_control_plane", heal)
     assert waited["heal-control-plane-permitted"]["result"] is False
     assert "cp2 is being repaired (control_plane)" in waited["heal-control-plane-permitted"]["comment"]
     assert heal_state(heal_dir)["locks"]["control_plane"]["token"] == "other"  # not released by this run
-    # The lock expires. cp1 is no member here (no kubeadm files): a rejoin starts, but no other
-    # control plane answers for etcd, so nothing is removed and the repair stops, recorded as failed.
+    # The lock expires, and cp1 is half-joined (its kubelet.conf is gone): a rejoin starts, but no
+    # other control plane answers for etcd, so nothing is removed, cp1 is not reset, and the repair
+    # stops, recorded as failed.
     state = heal_state(heal_dir)
     state["locks"]["control_plane"]["expires"] = time.time() - 1
     (heal_dir / "heal.json").write_text(json.dumps(state))
-    tried = orchestrate(master, "orch.heal_control_plane", heal)
+    (kube_dir / "kubelet.conf").unlink()
+    try:
+        tried = orchestrate(master, "orch.heal_control_plane", heal)
+    finally:
+        (kube_dir / "kubelet.conf").touch()
     assert tried["heal-control-plane-needed"]["changes"]
     removal = tried["heal-control-plane-stale-member-removed"]
     assert removal["result"] is False and "nothing was removed" in removal["comment"]
     assert tried["heal-control-plane-node-reset"]["result"] is False  # never ran: its requisite failed
     assert not tried["heal-control-plane-node-reset"]["changes"]
+    assert all((kube_dir / name).exists() for name in ("pki/ca.crt", "manifests/etcd.yaml"))
     assert tried["heal-control-plane-failed"]["result"] is True
     assert "control_plane" not in heal_state(heal_dir)["locks"]
 
