@@ -134,7 +134,8 @@ def build_locked(name="control_plane"):
     now = time.time()
     with _store() as data:
         held = data["locks"].get(name)
-        if held and held["expires"] > now:
+        # A build that stopped (a failed step) leaves its lock behind: the next build takes it over.
+        if held and held["expires"] > now and held["minion"] != "orch.cluster":
             return _ret(name, False, f"a repair of {held['minion']} holds the {name} lock since "
                                      f"{int(now - held['since'])} s (expires in {int(held['expires'] - now)} s); "
                                      "run orch.cluster again when it is done")
