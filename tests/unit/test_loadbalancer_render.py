@@ -215,9 +215,9 @@ def test_top_file_maps_roles_to_states(minion):
         top = minion(description(), minion_id=minion_id).call("state.show_top")
         return top.get("base", [])
 
-    assert states_of("lb1") == ["base", "firewall", "haproxy", "keepalived"]
-    assert states_of("cp1") == ["base", "firewall"]
-    assert states_of("worker1") == ["base", "firewall"]
+    assert states_of("lb1") == ["base", "firewall", "haproxy", "keepalived", "beacons"]
+    assert states_of("cp1") == ["base", "firewall", "kubernetes.control_plane", "beacons"]
+    assert states_of("worker1") == ["base", "firewall", "kubernetes", "beacons"]
     assert states_of("stranger") == []
 
 
