@@ -91,11 +91,13 @@ def classify(present, control_plane):
     return "half-joined", f"found {', '.join(found) or 'etcd data'}, missing {', '.join(missing)}"
 
 
-def _local_api_healthy(port):
+def healthz(url, timeout=3):
+    """Whether an API server's health URL answers 200 over TLS (the certificate is not
+    checked: this asks "does it answer", as HAProxy's check does)."""
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", timeout=3, context=context) as answer:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as answer:
             return answer.status == 200
     except Exception:  # pylint: disable=broad-except
         return False
@@ -112,7 +114,7 @@ def status():
     state, reason = classify(present, control_plane)
     result = {"node": topology["node"]["name"], "role": role, "state": state, "reason": reason}
     if control_plane and state == "member":
-        result["api_healthy"] = _local_api_healthy(topology["cluster"]["api"]["port"])
+        result["api_healthy"] = healthz(f"https://127.0.0.1:{topology['cluster']['api']['port']}/healthz")
     return result
 
 

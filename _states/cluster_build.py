@@ -5,6 +5,7 @@ the node and the cause.
 
     cluster_build.description_valid   the cluster description has no problem
     cluster_build.instances_present   salt-cloud: the description's machines missing are created
+    cluster_build.vip_networking_ready  OpenStack: security groups, VIP port, allowed address pairs
     cluster_build.minions_ready       every node answers and has the project's modules
     cluster_build.vip_answers         one load balancer holds the VIP and it accepts connections
     cluster_build.initialised         kubeadm init on the first control plane, unless a cluster exists
@@ -19,10 +20,8 @@ of a job, so it never travels on the event bus.
 import os
 import secrets
 import socket
-import ssl
 import string
 import time
-import urllib.request
 
 import salt.cloud
 import salt.utils.yaml
@@ -121,6 +120,19 @@ def instances_present(name, profiles=None, map=None):  # pylint: disable=redefin
         return _ret(name, False, "; ".join(f"{n}: salt-cloud could not create it: {str(r)[:300]}"
                                             for n, r in failed.items()), {"created": sorted(set(missing) - set(failed))})
     return _ret(name, comment=f"created {', '.join(missing)}", changes={"created": missing})
+
+
+def vip_networking_ready(name):
+    """OpenStack: security groups, the VIP's port, the VIP allowed on every load balancer's
+    port, the floating IP (openstack_net.vip_networking); changes only what is missing."""
+    if __opts__["test"]:
+        return _ret(name, None, "would check the security groups, the VIP port and the allowed address pairs")
+    try:
+        done = __salt__["openstack_net.vip_networking"]()
+    except Exception as exc:  # pylint: disable=broad-except
+        return _ret(name, False, f"OpenStack networking for the VIP {name}: {exc}")
+    return _ret(name, comment=f"the VIP {name} can move between the load balancers",
+                changes={"created": done} if done else {})
 
 
 def minions_ready(name, timeout=180):
@@ -324,16 +336,6 @@ def _join(name, pending, roles, issuer):
 
 # --- verification ------------------------------------------------------------------------------
 
-def _api_healthy(vip, port):
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    try:
-        with urllib.request.urlopen(f"https://{vip}:{port}/healthz", timeout=3, context=context) as answer:
-            return answer.status == 200
-    except Exception:  # pylint: disable=broad-except
-        return False
-
-
 def _problems():
     desc = _description()
     control_planes, expected = _names("control_plane"), _names("control_plane") + _names("worker")
@@ -348,7 +350,7 @@ def _problems():
     not_ready = [n for n in expected if report["nodes"].get(n) != "Ready"]
     if not_ready:
         problems.append(f"nodes not Ready: {', '.join(not_ready)}")
-    if not _api_healthy(desc["api"]["vip"], desc["api"]["port"]):
+    if not __salt__["kubeadm_member.healthz"](f"https://{desc['api']['vip']}:{desc['api']['port']}/healthz"):
         problems.append(f"/healthz through the VIP {desc['api']['vip']}:{desc['api']['port']} does not answer 200")
     return problems
 

@@ -20,9 +20,7 @@ import fcntl
 import json
 import os
 import secrets
-import ssl
 import time
-import urllib.request
 
 import salt.utils.event
 
@@ -184,16 +182,6 @@ def _ask(minion, fun, arg=(), timeout=30):
     return answer.get("ret")
 
 
-def _https_ok(url):
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    try:
-        with urllib.request.urlopen(url, timeout=3, context=context) as answer:
-            return answer.status == 200
-    except Exception:  # pylint: disable=broad-except
-        return False
-
-
 def _fault(check, minion, detail):
     """(real, reason) for one kind of fault, asked from the master."""
     settings = _settings()
@@ -219,7 +207,7 @@ def _fault(check, minion, detail):
         if status.get("state") != "member":
             return False, f"{minion} is not a member ({status.get('state', 'no answer')}): a rejoin matter, not a restart"
         port = __salt__["cluster_topology.description"]()["api"]["port"]
-        healthy = _https_ok(f"https://{_node(minion)['address']}:{port}/healthz")
+        healthy = __salt__["kubeadm_member.healthz"](f"https://{_node(minion)['address']}:{port}/healthz")
         return not healthy, f"/healthz of {minion} {'answers 200' if healthy else 'does not answer 200'}"
     if check == "control_plane_rejoin":
         status = _ask(minion, "kubeadm_member.status", timeout=60)
@@ -246,7 +234,7 @@ def verified(name, check, detail=None, timeout=60):
     deadline = time.monotonic() + timeout
     while True:
         real, reason = _fault(check, mine.get("minion"), detail)
-        serving = check not in ("haproxy_down", "service_stopped") or _https_ok(f"https://{api['vip']}:{api['port']}/healthz")
+        serving = check not in ("haproxy_down", "service_stopped") or __salt__["kubeadm_member.healthz"](f"https://{api['vip']}:{api['port']}/healthz")
         if not real and serving:
             return _ret(name, comment=f"repaired: {reason}" + ("; /healthz answers through the VIP" if serving else ""))
         if time.monotonic() > deadline:

@@ -20,6 +20,15 @@ cluster-machines-present:
     - failhard: True
 {%- endif %}
 
+{%- if settings.openstack.network %}
+
+{#- OpenStack: the VIP may move only if Neutron allows it on both LB ports. #}
+cluster-vip-networking-ready:
+  cluster_build.vip_networking_ready:
+    - name: {{ cluster.get('api', {}).get('vip', 'unset') }}
+    - failhard: True
+{%- endif %}
+
 cluster-minions-ready:
   cluster_build.minions_ready:
     - name: {{ cluster.get('name', 'unnamed') }}

@@ -1,0 +1,195 @@
+"""
+OpenStack networking for the cluster, through openstacksdk: the security groups of each
+role, the VIP's reserved port, the VIP as an allowed address pair on every load balancer's
+port (what the blog's author clicked together in Horizon), and an optional floating IP.
+
+Every function reads first and writes only what is missing, so a second run sends no write.
+Errors name the object and the fix (port security disabled, missing network or subnet, the
+VIP taken by another port).
+
+Connection: pillar ``k8sha:lookup:openstack`` (``cloud``: a clouds.yaml entry, or ``auth``:
+explicit keystone arguments; ``region``). The functions that take ``conn`` are the testable
+core; the others connect first.
+
+CLI example (on the master)::
+
+    salt-call openstack_net.vip_networking
+"""
+
+import ipaddress
+
+from salt.exceptions import CommandExecutionError
+
+try:
+    import openstack
+    from openstack import exceptions as os_exc
+
+    HAS_OPENSTACK = True
+except ImportError:  # pragma: no cover - openstacksdk is in requirements.lock
+    HAS_OPENSTACK = False
+
+__virtualname__ = "openstack_net"
+VRRP = "112"
+
+
+def __virtual__():
+    if not HAS_OPENSTACK:
+        return False, "openstack_net needs openstacksdk"
+    return __virtualname__
+
+
+def connect(settings):
+    """An openstacksdk connection from k8sha:lookup:openstack settings."""
+    kwargs = dict(settings.get("auth") or {})
+    if settings.get("region"):
+        kwargs["region_name"] = settings["region"]
+    return openstack.connect(cloud=settings.get("cloud") or None, **kwargs)
+
+
+# --- pure parts -----------------------------------------------------------------------------------
+
+def _host(address):
+    return str(ipaddress.ip_interface(address).ip) if "/" in str(address) else str(address)
+
+
+def merged_pairs(existing, vip):
+    """The port's allowed address pairs with the VIP (/32) added once; others kept as they are."""
+    pairs = [dict(p) for p in existing or []]
+    if any(_host(p.get("ip_address", "")) == vip for p in pairs):
+        return pairs
+    return pairs + [{"ip_address": f"{vip}/32"}]
+
+
+def _rule(protocol, ports=None, source=None, ethertype="IPv4"):
+    low, high = (None, None) if ports is None else (ports if isinstance(ports, tuple) else (ports, ports))
+    return {"direction": "ingress", "ethertype": ethertype, "protocol": protocol,
+            "port_range_min": low, "port_range_max": high, "remote_ip_prefix": source}
+
+
+def cluster_rules(description):
+    """{group name: [rules]} for the description (pure function): kubeadm's ports, VRRP
+    between the load balancers only, the API from anywhere to the load balancers."""
+    nodes = description["nodes"]
+    by_role = {role: [f"{n['address']}/32" for n in nodes if n["role"] == role]
+               for role in ("loadbalancer", "control_plane", "worker")}
+    port = description.get("api", {}).get("port", 6443)
+    return {
+        "k8sha-loadbalancer": [_rule("tcp", 22), _rule("tcp", port, "0.0.0.0/0")]
+        + [_rule(VRRP, None, peer) for peer in by_role["loadbalancer"]],
+        "k8sha-control-plane": [_rule("tcp", 22)]
+        + [_rule("tcp", port, source) for source in by_role["loadbalancer"] + by_role["control_plane"]]
+        + [_rule("tcp", (2379, 2380), source) for source in by_role["control_plane"]]
+        + [_rule("tcp", p, source) for p in (10250, 10257, 10259) for source in by_role["control_plane"]],
+        "k8sha-worker": [_rule("tcp", 22), _rule("tcp", (30000, 32767), "0.0.0.0/0")]
+        + [_rule("tcp", 10250, source) for source in by_role["control_plane"]],
+    }
+
+
+def _same_rule(existing, wanted):
+    """Whether an existing rule (openstacksdk resource as a dict) is the wanted one."""
+    existing = dict(existing, ethertype=existing.get("ether_type", existing.get("ethertype")))
+    keys = ("direction", "ethertype", "protocol", "port_range_min", "port_range_max", "remote_ip_prefix")
+    return all(str(existing.get(k)) == str(wanted.get(k)) for k in keys)
+
+
+# --- reads and writes --------------------------------------------------------------------------------
+
+def _one(items, what, fix):
+    items = list(items)
+    if not items:
+        raise CommandExecutionError(f"{what} not found: {fix}")
+    return items[0]
+
+
+def security_group(conn, name, rules):
+    """Group ``name`` exists with every rule in ``rules``; returns the list of what was created."""
+    created = []
+    group = next(iter(conn.network.security_groups(name=name)), None)
+    if group is None:
+        group = conn.network.create_security_group(name=name, description="k8sha: managed by Salt")
+        created.append(f"security group {name}")
+    existing = list(conn.network.security_group_rules(security_group_id=group.id))
+    for rule in rules:
+        if any(_same_rule(e.to_dict() if hasattr(e, "to_dict") else e, rule) for e in existing):
+            continue
+        conn.network.create_security_group_rule(security_group_id=group.id,
+                                                **{k: v for k, v in rule.items() if v is not None})
+        created.append(f"{name}: {rule['protocol']} {rule['port_range_min'] or ''}-{rule['port_range_max'] or ''} "
+                       f"from {rule['remote_ip_prefix'] or 'anywhere'}")
+    return created
+
+
+def vip_port(conn, network, subnet, vip, name):
+    """The VIP's reserved port (so that Neutron never gives the address to an instance)."""
+    for port in conn.network.ports(network_id=network.id, fixed_ips=f"ip_address={vip}"):
+        if port.name == name and not port.device_owner:
+            return port, False
+        raise CommandExecutionError(
+            f"the VIP {vip} is already used by port {port.id} ({port.name or 'no name'}, owner "
+            f"{port.device_owner or 'none'}): choose a free address for cluster:api:vip or delete that port")
+    port = conn.network.create_port(network_id=network.id, name=name, device_owner="",
+                                    fixed_ips=[{"subnet_id": subnet.id, "ip_address": vip}])
+    return port, True
+
+
+def allowed_address_pair(conn, port, vip, server_name):
+    """The VIP (/32) among the allowed address pairs of a load balancer's port, merged with the
+    pairs it has; returns whether the port was updated."""
+    if port.is_port_security_enabled is False:
+        raise CommandExecutionError(
+            f"port security is disabled on port {port.id} of {server_name}: Neutron refuses allowed address "
+            "pairs there (409). Enable it (openstack port set --enable-port-security) or the VIP cannot move")
+    pairs = merged_pairs(port.allowed_address_pairs, vip)
+    if pairs == list(port.allowed_address_pairs or []):
+        return False
+    try:
+        conn.network.update_port(port, allowed_address_pairs=pairs)
+    except os_exc.ConflictException as exc:
+        raise CommandExecutionError(
+            f"Neutron refused allowed address pairs on port {port.id} of {server_name} ({exc.details or exc}): "
+            "is port security disabled on it or on its network?") from None
+    return True
+
+
+def floating_ip(conn, port, external_network):
+    """A floating IP on the VIP's port, from ``external_network``; returns (address, created)."""
+    for fip in conn.network.ips(port_id=port.id):
+        return fip.floating_ip_address, False
+    fip = conn.network.create_ip(floating_network_id=external_network.id, port_id=port.id)
+    return fip.floating_ip_address, True
+
+
+def vip_networking_with(conn, description, settings):
+    """Security groups, the VIP port, the pairs on every LB port, the floating IP: what changed."""
+    changes = []
+    for group, rules in cluster_rules(description).items():
+        changes += security_group(conn, group, rules)
+    network = _one(conn.network.networks(name=settings["network"]), f"network {settings['network']!r}",
+                   "set k8sha:lookup:openstack:network to the network of the cluster's subnet")
+    subnet = _one(conn.network.subnets(name=settings["subnet"], network_id=network.id),
+                  f"subnet {settings['subnet']!r} on network {settings['network']!r}",
+                  "set k8sha:lookup:openstack:subnet")
+    vip = str(description["api"]["vip"])
+    port, created = vip_port(conn, network, subnet, vip, f"{description['name']}-vip")
+    if created:
+        changes.append(f"VIP port {vip}")
+    for node in (n for n in description["nodes"] if n["role"] == "loadbalancer"):
+        server = _one(conn.compute.servers(name=f"^{node['name']}$"), f"instance {node['name']}",
+                      "create it first (orch.provision)")
+        lb_port = _one(conn.network.ports(device_id=server.id, network_id=network.id),
+                       f"a port of {node['name']} on {settings['network']!r}", "attach the instance to the network")
+        if allowed_address_pair(conn, lb_port, vip, node["name"]):
+            changes.append(f"{vip}/32 allowed on {node['name']}'s port")
+    if settings.get("external_network"):
+        external = _one(conn.network.networks(name=settings["external_network"]),
+                        f"external network {settings['external_network']!r}", "set k8sha:lookup:openstack:external_network")
+        address, created = floating_ip(conn, port, external)
+        if created:
+            changes.append(f"floating IP {address} on the VIP")
+    return changes
+
+
+def vip_networking():
+    """All of the above for the cluster description (on the master, in orch.provision)."""
+    settings = __salt__["cluster_topology.settings"]()["openstack"]
+    return vip_networking_with(connect(settings), __salt__["cluster_topology.description"](), settings)
