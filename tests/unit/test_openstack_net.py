@@ -78,7 +78,10 @@ class FakeCloud:
             items.append(obj)
             context.status_code = 201
             return {singular: obj}
-        obj = next(o for o in items if o["id"] == ident)
+        obj = next((o for o in items if o["id"] == ident), None)
+        if obj is None:
+            context.status_code = 404
+            return {"NeutronError": {"type": "NotFound", "message": f"{singular} {ident} could not be found"}}
         if request.method == "PUT":
             if obj.get("port_security_enabled") is False:
                 context.status_code = 409
