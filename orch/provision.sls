@@ -32,7 +32,7 @@ cluster-vip-networking-ready:
 cluster-minions-ready:
   cluster_build.minions_ready:
     - name: {{ cluster.get('name', 'unnamed') }}
-    - timeout: 180
+    - timeout: {{ settings.cloud.minion_timeout }}
     - failhard: True
 
 cluster-base-and-firewall:
