@@ -159,11 +159,18 @@ def floating_ip(conn, port, external_network):
     return fip.floating_ip_address, True
 
 
-def vip_networking_with(conn, description, settings):
-    """Security groups, the VIP port, the pairs on every LB port, the floating IP: what changed."""
+def security_groups_with(conn, description):
+    """Every role's security group with its rules: what was created. Before the instances
+    (their profiles name these groups, and Nova refuses an unknown group)."""
     changes = []
     for group, rules in cluster_rules(description).items():
         changes += security_group(conn, group, rules)
+    return changes
+
+
+def vip_networking_with(conn, description, settings):
+    """The security groups, the VIP port, the pairs on every LB port, the floating IP: what changed."""
+    changes = security_groups_with(conn, description)
     network = _one(conn.network.networks(name=settings["network"]), f"network {settings['network']!r}",
                    "set k8sha:lookup:openstack:network to the network of the cluster's subnet")
     subnet = _one(conn.network.subnets(name=settings["subnet"], network_id=network.id),
@@ -187,6 +194,12 @@ def vip_networking_with(conn, description, settings):
         if created:
             changes.append(f"floating IP {address} on the VIP")
     return changes
+
+
+def security_groups():
+    """The security groups for the cluster description (on the master, in orch.provision)."""
+    settings = __salt__["cluster_topology.settings"]()["openstack"]
+    return security_groups_with(connect(settings), __salt__["cluster_topology.description"]())
 
 
 def vip_networking():

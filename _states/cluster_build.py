@@ -5,7 +5,8 @@ the node and the cause.
 
     cluster_build.description_valid   the cluster description has no problem
     cluster_build.instances_present   salt-cloud: the description's machines missing are created
-    cluster_build.vip_networking_ready  OpenStack: security groups, VIP port, allowed address pairs
+    cluster_build.security_groups_ready OpenStack: every role's security group (before the instances)
+    cluster_build.vip_networking_ready  OpenStack: VIP port, allowed address pairs, floating IP
     cluster_build.minions_ready       every node answers and has the project's modules
     cluster_build.vip_answers         one load balancer holds the VIP and it accepts connections
     cluster_build.initialised         kubeadm init on the first control plane, unless a cluster exists
@@ -120,6 +121,19 @@ def instances_present(name, profiles=None, map=None):  # pylint: disable=redefin
         return _ret(name, False, "; ".join(f"{n}: salt-cloud could not create it: {str(r)[:300]}"
                                             for n, r in failed.items()), {"created": sorted(set(missing) - set(failed))})
     return _ret(name, comment=f"created {', '.join(missing)}", changes={"created": missing})
+
+
+def security_groups_ready(name):
+    """OpenStack: every role's security group and rules (openstack_net.security_groups),
+    before the instances that name them exist."""
+    if __opts__["test"]:
+        return _ret(name, None, "would check the security groups")
+    try:
+        done = __salt__["openstack_net.security_groups"]()
+    except Exception as exc:  # pylint: disable=broad-except
+        return _ret(name, False, f"OpenStack security groups: {exc}")
+    return _ret(name, comment="the security groups of every role are in place",
+                changes={"created": done} if done else {})
 
 
 def vip_networking_ready(name):

@@ -7,6 +7,14 @@ cluster-description-valid:
   cluster_build.description_valid:
     - name: {{ cluster.get('name', 'unnamed') }}
     - failhard: True
+{%- if settings.openstack.network %}
+
+{#- OpenStack: the groups the instances' profiles name must exist before the instances. #}
+cluster-security-groups-ready:
+  cluster_build.security_groups_ready:
+    - name: {{ cluster.get('name', 'unnamed') }}
+    - failhard: True
+{%- endif %}
 {%- if settings.cloud.provision %}
 
 cluster-machines-present:

@@ -119,6 +119,10 @@ class FakeOpenStack:
     def create_server(self, request):
         if self.fail_create:
             return self.fail_create[0], {"forbidden": {"message": self.fail_create[1], "code": self.fail_create[0]}}, {}
+        known = {g["name"] for g in self.objects["security-groups"]} | {"default"}
+        unknown = [g["name"] for g in request.get("security_groups", []) if g["name"] not in known]
+        if unknown:  # as Nova does
+            return 400, {"badRequest": {"message": f"Security group {unknown[0]} not found for project p1.", "code": 400}}, {}
         address = next(self.addresses)
         ident = f"srv-{request['name']}"
         self.servers[ident] = {"id": ident, "name": request["name"], "status": "BUILD", "request": request,

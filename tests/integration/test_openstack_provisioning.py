@@ -76,6 +76,8 @@ def summary(calls):
 def test_provisioning_creates_the_six_instances_and_the_vip_networking_then_writes_nothing(openstack_master, fake_cloud):
     first = provision(openstack_master)
     assert first["cluster-description-valid"]["result"] is True
+    # The groups the profiles name exist before the instances (the fake refuses unknown ones, as Nova).
+    assert len(first["cluster-security-groups-ready"]["changes"]["created"]) == 30
     assert first["cluster-machines-present"]["changes"] == {"created": NODES}
     assert sorted(s["name"] for s in fake_cloud.servers.values()) == NODES
     worker = next(s for s in fake_cloud.servers.values() if s["name"] == "worker1")["request"]
@@ -98,6 +100,7 @@ def test_provisioning_creates_the_six_instances_and_the_vip_networking_then_writ
     print(f"\nfull provisioning run: {len(fake_cloud.requests)} requests; writes: {summary(fake_cloud.writes)}")
     before, requests_before = len(fake_cloud.writes), len(fake_cloud.requests)
     second = provision(openstack_master)
+    assert not second["cluster-security-groups-ready"]["changes"]
     assert not second["cluster-machines-present"]["changes"]
     assert not second["cluster-vip-networking-ready"]["changes"]
     assert fake_cloud.writes[before:] == []

@@ -41,6 +41,7 @@ def cloud(tmp_path):
     events = []
     with rm.Mocker() as mocker:
         fake = FakeOpenStack().mock(mocker)
+        fake.objects["security-groups"].append({"id": "sg-cp", "name": "k8sha-control-plane"})
         yield load_driver(tmp_path, events, fake.auth_url), fake, mocker, events, tmp_path
 
 
@@ -84,6 +85,13 @@ def test_quota_exceeded_is_said_with_the_fix_and_the_key_is_not_left_accepted(cl
     compute.fail_create = (403, "Quota exceeded for cores: Requested 8, but already used 40 of 40 cores")
     with pytest.raises(SaltCloudSystemExit, match=r"cp1: Nova refused it, quota exceeded .*raise the project's quota"):
         driver.create(profile())
+    assert not (tmp_path / "pki" / "minions" / "cp1").exists()
+
+
+def test_an_unknown_security_group_is_refused_as_nova_does(cloud):
+    driver, compute, _, _, tmp_path = cloud
+    with pytest.raises(SaltCloudSystemExit, match=r"cp1: Nova refused the server \(400: .*Security group k8sha-nope not found"):
+        driver.create(profile(security_groups=["k8sha-nope"]))
     assert not (tmp_path / "pki" / "minions" / "cp1").exists()
 
 
