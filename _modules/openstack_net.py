@@ -169,8 +169,8 @@ def security_groups_with(conn, description):
 
 
 def vip_networking_with(conn, description, settings):
-    """The security groups, the VIP port, the pairs on every LB port, the floating IP: what changed."""
-    changes = security_groups_with(conn, description)
+    """The VIP port, the pairs on every LB port, the floating IP: what changed."""
+    changes = []
     network = _one(conn.network.networks(name=settings["network"]), f"network {settings['network']!r}",
                    "set k8sha:lookup:openstack:network to the network of the cluster's subnet")
     subnet = _one(conn.network.subnets(name=settings["subnet"], network_id=network.id),
@@ -203,6 +203,7 @@ def security_groups():
 
 
 def vip_networking():
-    """All of the above for the cluster description (on the master, in orch.provision)."""
+    """The VIP's networking for the cluster description (on the master, in orch.provision,
+    after the instances exist)."""
     settings = __salt__["cluster_topology.settings"]()["openstack"]
     return vip_networking_with(connect(settings), __salt__["cluster_topology.description"](), settings)

@@ -123,35 +123,32 @@ def instances_present(name, profiles=None, map=None):  # pylint: disable=redefin
     return _ret(name, comment=f"created {', '.join(missing)}", changes={"created": missing})
 
 
-def security_groups_ready(name):
-    """OpenStack: every role's security group and rules (openstack_net.security_groups),
-    before the instances that name them exist."""
+def _openstack_step(name, function, done_comment):
+    """Run an openstack_net function (on the master): what it created is the change."""
     if __opts__["test"]:
-        return _ret(name, None, "would check the security groups")
+        return _ret(name, None, f"would run openstack_net.{function}")
     try:
-        done = __salt__["openstack_net.security_groups"]()
+        done = __salt__[f"openstack_net.{function}"]()
     except Exception as exc:  # pylint: disable=broad-except
-        return _ret(name, False, f"OpenStack security groups: {exc}")
-    return _ret(name, comment="the security groups of every role are in place",
-                changes={"created": done} if done else {})
+        return _ret(name, False, f"openstack_net.{function} for {name}: {exc}")
+    return _ret(name, comment=done_comment, changes={"created": done} if done else {})
+
+
+def security_groups_ready(name):
+    """OpenStack: every role's security group and rules, before the instances that name them."""
+    return _openstack_step(name, "security_groups", "the security groups of every role are in place")
 
 
 def vip_networking_ready(name):
-    """OpenStack: security groups, the VIP's port, the VIP allowed on every load balancer's
-    port, the floating IP (openstack_net.vip_networking); changes only what is missing."""
-    if __opts__["test"]:
-        return _ret(name, None, "would check the security groups, the VIP port and the allowed address pairs")
-    try:
-        done = __salt__["openstack_net.vip_networking"]()
-    except Exception as exc:  # pylint: disable=broad-except
-        return _ret(name, False, f"OpenStack networking for the VIP {name}: {exc}")
-    return _ret(name, comment=f"the VIP {name} can move between the load balancers",
-                changes={"created": done} if done else {})
+    """OpenStack: the VIP's port, the VIP allowed on every load balancer's port, the floating
+    IP; changes only what is missing."""
+    return _openstack_step(name, "vip_networking", f"the VIP {name} can move between the load balancers")
 
 
-def minions_ready(name, timeout=180):
-    """Every node of the description answers test.ping and has the project's Salt modules."""
-    nodes = _names()
+def minions_ready(name, timeout=180, nodes=None):
+    """Every node of the description (or ``nodes``) answers test.ping and has the project's
+    Salt modules, states and beacons (a new machine has none)."""
+    nodes = list(nodes or _names())
     deadline = time.monotonic() + timeout
     answered = {}
     while time.monotonic() < deadline:

@@ -256,17 +256,6 @@ def lost_reported(name, lost=()):
 
 # --- steps of the control-plane rejoin ----------------------------------------------------------------
 
-def modules_synced(name):
-    """The node (``name``) has the project's modules, states and beacons (a new machine has none)."""
-    synced = []
-    for kind in ("modules", "states", "beacons"):
-        answer = __salt__["saltutil.cmd"]([name], f"saltutil.sync_{kind}", tgt_type="list", timeout=60).get(name)
-        if not answer or answer.get("retcode", 0) != 0:
-            return _ret(name, False, f"saltutil.sync_{kind} failed on {name}: {answer and answer.get('ret')}")
-        synced += answer.get("ret") or []
-    return _ret(name, comment=f"{name}: project modules in place", changes={"synced": synced} if synced else {})
-
-
 def stale_etcd_member_removed(name):
     """The etcd member with the peer URL of ``name`` (being rejoined) is removed, through a healthy
     control plane, only if the remaining members keep a quorum (etcd_cluster.remove_member)."""

@@ -26,8 +26,10 @@ heal-control-plane-permitted:
     - lock: control_plane
 
 heal-control-plane-modules-synced:
-  heal.modules_synced:
+  cluster_build.minions_ready:
     - name: {{ minion | json }}
+    - nodes: [{{ minion | json }}]
+    - timeout: 60
     - require:
       - heal-control-plane-permitted
 

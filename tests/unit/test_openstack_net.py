@@ -60,7 +60,7 @@ def test_the_vip_is_merged_into_both_load_balancers_pairs_and_a_second_run_write
 
 def test_security_rules_allow_vrrp_only_between_the_load_balancers(cloud):
     fake, conn, mocker = cloud
-    net.vip_networking_with(conn, salt_render.description(), SETTINGS)
+    net.security_groups_with(conn, salt_render.description())
     rules = [w[2]["security_group_rule"] for w in writes(mocker) if w[1] == "/v2.0/security-group-rules"]
     groups = {g["id"]: g["name"] for g in fake.objects["security-groups"]}
     vrrp = [r for r in rules if r["protocol"] == "112"]
