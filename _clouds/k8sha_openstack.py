@@ -1,8 +1,14 @@
 """
 salt-cloud driver for OpenStack on openstacksdk (Salt 3008 ships none). It creates servers
 whose minion joins the master at first boot through **cloud-init** (`salt_minion` module:
-minion config with the `roles` grain, and a key pair generated here and accepted on the
-master before the server exists), so no SSH from the master is needed.
+minion config with the `roles` grain), so no SSH from the master is needed.
+
+- Each server gets the cluster description's address: it is created on a Neutron port that
+  carries that fixed IP (made here with the profile's security groups, or an existing free
+  port that has it). A port of another device holding the address is an error naming both.
+- No private key leaves the master: the minion makes its own key pair; the user data holds
+  only a one-time enrolment value that the master's `k8sha_enrolment` engine checks.
+- `destroy` releases what `create` made (the floating IP, the port) and nothing else.
 
 Provider (cloud/openstack.providers.conf.example)::
 
@@ -12,12 +18,14 @@ Provider (cloud/openstack.providers.conf.example)::
       region_name: RegionOne
       minion: {master: 10.0.0.5}
 
-Profile keys: image, size (flavor), networks, security_groups, key_name,
-availability_zone, boot_volume_size (GB: boot from a volume), metadata, floating_ip_network,
-wait_timeout (default 600 s), minion: {grains: {roles: [...]}}.
+Profile keys: image, size (flavor), networks (the first carries the fixed IP), security_groups,
+key_name, availability_zone, boot_volume_size (GB: boot from a volume), metadata,
+floating_ip_network, wait_timeout (default 600 s), minion: {grains: {roles: [...]}}.
+VM keys: address (the orchestration's map sets it; else the description's node of that name).
 """
 
 import base64
+import ipaddress
 import logging
 
 import salt.config
@@ -35,6 +43,7 @@ except ImportError:  # pragma: no cover - openstacksdk is in requirements.lock
 
 log = logging.getLogger(__name__)
 __virtualname__ = "k8sha_openstack"
+MARK = "k8sha: made by salt-cloud for {}"  # description of what create makes, so destroy finds only that
 
 
 def __virtual__():
@@ -64,9 +73,9 @@ def _connection():
     return openstack.connect(cloud=provider.get("cloud") or None, **kwargs)
 
 
-def user_data(minion_config, public_key, private_key):
-    """cloud-init user data: install salt-minion with this config and this key pair (pure)."""
-    config = {"salt_minion": {"conf": minion_config, "public_key": public_key, "private_key": private_key}}
+def user_data(minion_config):
+    """cloud-init user data: install salt-minion with this config; it makes its own key (pure)."""
+    config = {"salt_minion": {"conf": minion_config}}
     return "#cloud-config\n" + salt.utils.yaml.safe_dump(config, default_flow_style=False)
 
 
@@ -77,17 +86,20 @@ def _find(finder, name, what, hint):
         raise SaltCloudSystemExit(f"{what} {name!r} not found: {hint}") from None
 
 
-def server_request(vm_, conn, userdata):
-    """The arguments of Nova's create-server call for a profile."""
-    get = lambda key, default=None: salt.config.get_cloud_config_value(key, vm_, __opts__, default=default)  # noqa: E731
+def _get(vm_, key, default=None):
+    return salt.config.get_cloud_config_value(key, vm_, __opts__, default=default)
+
+
+def server_request(vm_, conn, userdata, port_id):
+    """The arguments of Nova's create-server call for a profile, on the port ``port_id``
+    (which carries the security groups: Nova applies none to a port it is given)."""
+    get = lambda key, default=None: _get(vm_, key, default)  # noqa: E731
     image = _find(conn.image.find_image, get("image"), "image", "salt-cloud --list-images <provider>")
     flavor = _find(conn.compute.find_flavor, get("size"), "flavor", "salt-cloud --list-sizes <provider>")
     request = {
         "name": vm_["name"],
         "flavor_id": flavor.id,
-        "networks": [{"uuid": _find(conn.network.find_network, n, "network", "check the profile's networks").id}
-                     for n in get("networks", [])],
-        "security_groups": [{"name": g} for g in get("security_groups", [])],
+        "networks": [{"port": port_id}],
         "user_data": base64.b64encode(userdata.encode()).decode(),
         "metadata": dict(get("metadata", {}) or {}, **{"k8sha-name": vm_["name"]}),
     }
@@ -101,6 +113,46 @@ def server_request(vm_, conn, userdata):
     else:
         request["image_id"] = image.id
     return request
+
+
+def _subnet_for(conn, network, address, name):
+    for subnet in conn.network.subnets(network_id=network.id):
+        if ipaddress.ip_address(address) in ipaddress.ip_network(subnet.cidr):
+            return subnet
+    raise SaltCloudSystemExit(f"{name}: its address {address} is in no subnet of network {network.name}: fix the node's "
+                              "address in pillar/cluster.sls or the profile's networks")
+
+
+def fixed_port(conn, vm_, address):
+    """(port, created): the port on the profile's first network that carries ``address``,
+    with the profile's security groups. An existing port with that address and no device is
+    reused; one bound to another device is an error naming both."""
+    name = vm_["name"]
+    networks = _get(vm_, "networks", [])
+    if not networks:
+        raise SaltCloudSystemExit(f"{name}: the profile names no network; set `networks` (the first carries {address})")
+    network = _find(conn.network.find_network, networks[0], "network", "check the profile's networks")
+    groups = [_find(conn.network.find_security_group, g, "security group", "orch.provision creates the cluster's "
+                    "groups (openstack_net.security_groups); or fix the profile's security_groups").id
+              for g in _get(vm_, "security_groups", [])]
+    for port in conn.network.ports(network_id=network.id, fixed_ips=f"ip_address={address}"):
+        if port.device_id:
+            raise SaltCloudSystemExit(
+                f"{name}: its address {address} is taken by port {port.id} ({port.name or 'no name'}) of device "
+                f"{port.device_id} ({port.device_owner or 'no owner'}): free that address or change {name}'s address "
+                "in pillar/cluster.sls")
+        if sorted(port.security_group_ids or []) != sorted(groups):
+            conn.network.update_port(port, security_groups=groups)
+        return port, False
+    subnet = _subnet_for(conn, network, address, name)
+    try:
+        port = conn.network.create_port(network_id=network.id, name=name, description=MARK.format(name),
+                                        fixed_ips=[{"subnet_id": subnet.id, "ip_address": address}],
+                                        security_groups=groups)
+    except os_exc.HttpException as exc:
+        raise SaltCloudSystemExit(f"{name}: Neutron refused a port with {address} ({exc.status_code}: "
+                                  f"{exc.details or exc})") from None
+    return port, True
 
 
 def _fire(name, what, vm_=None):
@@ -120,25 +172,26 @@ def _node(server):
     }
 
 
-def create(vm_):
+def _minion_config(vm_, enrolment_value):
+    config = salt.utils.cloud.minion_config(__opts__, vm_)
+    extra = __utils__["k8sha_enrolment.minion_settings"](enrolment_value)
+    config["grains"] = dict(config.get("grains") or {}, **extra.pop("grains"))
+    return dict(config, **extra)
+
+
+def _boot(conn, vm_, request, timeout):
+    """Nova's server, ACTIVE; errors name the server and what to do."""
     name = vm_["name"]
-    conn = _connection()
-    timeout = int(salt.config.get_cloud_config_value("wait_timeout", vm_, __opts__, default=600))
-    private, public = salt.utils.cloud.gen_keys(salt.config.get_cloud_config_value("keysize", vm_, __opts__, default=2048))
-    request = server_request(vm_, conn, user_data(salt.utils.cloud.minion_config(__opts__, vm_), public, private))
-    _fire(name, "creating", vm_)
-    salt.utils.cloud.accept_key(__opts__["pki_dir"], public, name)
     try:
         server = conn.compute.create_server(**request)
     except os_exc.HttpException as exc:
-        salt.utils.cloud.remove_key(__opts__["pki_dir"], name)
         text = f"{exc.details or exc}"
         if exc.status_code in (403, 413) and "quota" in text.lower():
             raise SaltCloudSystemExit(f"{name}: Nova refused it, quota exceeded ({text}): free resources or raise "
                                       "the project's quota") from None
         raise SaltCloudSystemExit(f"{name}: Nova refused the server ({exc.status_code}: {text})") from None
     try:
-        server = conn.compute.wait_for_server(server, status="ACTIVE", failures=["ERROR"], interval=2, wait=timeout)
+        return conn.compute.wait_for_server(server, status="ACTIVE", failures=["ERROR"], interval=2, wait=timeout)
     except os_exc.ResourceFailure:
         fault = (conn.compute.get_server(server.id).fault or {}).get("message", "no fault message")
         raise SaltCloudSystemExit(f"{name} ({server.id}) went to ERROR: {fault}. It is left for inspection: "
@@ -146,14 +199,37 @@ def create(vm_):
     except os_exc.ResourceTimeout:
         raise SaltCloudSystemExit(f"{name} ({server.id}) is not ACTIVE after {timeout} s: raise wait_timeout in the "
                                   "profile or look at the cloud; it is left in place") from None
-    network = salt.config.get_cloud_config_value("floating_ip_network", vm_, __opts__, default=None)
+
+
+def create(vm_):
+    name = vm_["name"]
+    conn = _connection()
+    if conn.compute.find_server(name):
+        raise SaltCloudSystemExit(f"a server named {name} exists already: salt-cloud -d {name} first to replace it")
+    timeout = int(_get(vm_, "wait_timeout", 600))
+    address = __utils__["k8sha_cloud.node_address"](__opts__, vm_)
+    port, port_created = fixed_port(conn, vm_, address)
+    pki_dir = __opts__["pki_dir"]
+    # A new machine has a new key: an old accepted key of this id would lock it out.
+    salt.utils.cloud.remove_key(pki_dir, name)
+    value = __utils__["k8sha_enrolment.issue"](pki_dir, name)
+    try:
+        request = server_request(vm_, conn, user_data(_minion_config(vm_, value)), port.id)
+        _fire(name, "creating", vm_)
+        server = _boot(conn, vm_, request, timeout)
+    except SaltCloudSystemExit:
+        if not conn.compute.find_server(name):  # nothing half-made: no server, so no port and no value
+            __utils__["k8sha_enrolment.revoke"](pki_dir, name)
+            if port_created:
+                conn.network.delete_port(port)
+        raise
+    network = _get(vm_, "floating_ip_network")
     if network:
         external = _find(conn.network.find_network, network, "network", "check floating_ip_network")
-        port = next(iter(conn.network.ports(device_id=server.id)))
-        conn.network.create_ip(floating_network_id=external.id, port_id=port.id)
+        conn.network.create_ip(floating_network_id=external.id, port_id=port.id, description=MARK.format(name))
         server = conn.compute.get_server(server.id)
     _fire(name, "created", vm_)
-    log.info("k8sha_openstack: created %s (%s)", name, server.id)
+    log.info("k8sha_openstack: created %s (%s) at %s", name, server.id, address)
     return _node(server)
 
 
@@ -165,9 +241,17 @@ def destroy(name, call=None):
     if server is None:
         return {name: "not found"}
     _fire(name, "destroying")
+    ours = [p for p in conn.network.ports(device_id=server.id) if p.description == MARK.format(name)]
+    for port in conn.network.ports(device_id=server.id):
+        for fip in conn.network.ips(port_id=port.id):
+            if fip.description == MARK.format(name):
+                conn.network.delete_ip(fip)
     conn.compute.delete_server(server)
     conn.compute.wait_for_delete(server, interval=2, wait=300)
+    for port in ours:  # Nova only unbinds the ports it was given
+        conn.network.delete_port(port)
     salt.utils.cloud.remove_key(__opts__["pki_dir"], name)
+    __utils__["k8sha_enrolment.revoke"](__opts__["pki_dir"], name)
     _fire(name, "destroyed")
     return {name: "destroyed"}
 

@@ -3,8 +3,11 @@ salt-cloud driver for the one-machine lab: a "cloud" whose instances are systemd
 machines on this host (lab/lablib). It lets orch.cluster provision the lab exactly as it
 provisions OpenStack: salt-cloud, one profile per role (cloud/lab.profiles.conf).
 
-Each machine gets its minion key pre-accepted on the master, the master's public key,
-the `roles` grain of its profile and its address from the cluster description.
+Each machine gets, as an OpenStack server would: its address from the cluster description,
+the security groups of its profile (enforced by the lab's switch, lab/lablib/secgroups.py),
+the `roles` grain, and a one-time enrolment value instead of a key: its minion makes its own
+key pair, and the master's k8sha_enrolment engine accepts it. Also the master's public key
+(what the minion would otherwise trust on first use) and /etc/hosts (the lab has no DNS).
 """
 
 import logging
@@ -42,31 +45,9 @@ def get_configured_provider():
 def _lablib():
     if str(LAB) not in sys.path:
         sys.path.insert(0, str(LAB))
-    from lablib import config, machine  # pylint: disable=import-outside-toplevel
+    from lablib import config, machine, secgroups  # pylint: disable=import-outside-toplevel
 
-    return config, machine
-
-
-def _description():
-    """The cluster description the master serves (pillar_roots/cluster.sls): addresses of
-    machines created without one (salt-cloud -p PROFILE NAME by hand)."""
-    for root in __opts__.get("pillar_roots", {}).get("base", []):
-        path = pathlib.Path(root) / "cluster.sls"
-        if path.exists():
-            return (salt.utils.yaml.safe_load(path.read_text()) or {}).get("cluster", {})
-    raise SaltCloudSystemExit("lab: no cluster.sls in the master's pillar_roots")
-
-
-def _address(vm_, description):
-    if vm_.get("address"):
-        return vm_["address"]
-    for node in description.get("nodes", []):
-        if node.get("name") == vm_["name"]:
-            return node["address"]
-    raise SaltCloudSystemExit(
-        f"lab: no node named {vm_['name']} in the cluster description (pillar/cluster.sls): "
-        "add it there or give the VM an `address`"
-    )
+    return config, machine, secgroups
 
 
 def _hosts(description, lab_config):
@@ -85,45 +66,49 @@ def _fire(name, what, vm_=None):
 
 def create(vm_):
     name = vm_["name"]
-    lab_config, machine = _lablib()
-    description = _description()
-    address = _address(vm_, description)
+    lab_config, machine, secgroups = _lablib()
+    description = __utils__["k8sha_cloud.description"](__opts__)
+    address = __utils__["k8sha_cloud.node_address"](__opts__, vm_)
+    groups = salt.config.get_cloud_config_value("security_groups", vm_, __opts__, default=[]) or []
     _fire(name, "creating", vm_)
-    keysize = salt.config.get_cloud_config_value("keysize", vm_, __opts__, default=2048)
-    private, public = salt.utils.cloud.gen_keys(keysize)
+    salt.utils.cloud.remove_key(__opts__["pki_dir"], name)  # a new machine has a new key
+    value = __utils__["k8sha_enrolment.issue"](__opts__["pki_dir"], name)
     minion = salt.utils.cloud.minion_config(__opts__, vm_)
+    extra = __utils__["k8sha_enrolment.minion_settings"](value)
+    minion = dict(minion, grains=dict(minion.get("grains") or {}, **extra.pop("grains")), **extra)
     master_pub = pathlib.Path(__opts__["pki_dir"]) / "master.pub"
     files = {
         "/etc/salt/minion.d/10-lab-machine.conf": salt.utils.yaml.safe_dump(minion, default_flow_style=False),
         "/etc/salt/minion_id": name + "\n",
-        "/etc/salt/pki/minion/minion.pem": private,
-        "/etc/salt/pki/minion/minion.pub": public,
         "/etc/hostname": name + "\n",
         "/etc/hosts": _hosts(description, lab_config),
     }
     if master_pub.exists():
         files["/etc/salt/pki/minion/minion_master.pub"] = master_pub.read_text()
     units = salt.config.get_cloud_config_value("enable_units", vm_, __opts__, default=[]) or []
-    salt.utils.cloud.accept_key(__opts__["pki_dir"], public, name)
     box = machine.Machine(name)
     try:
+        secgroups.set_port(name, groups)  # before the port exists: nothing reaches it unfiltered
         box.create(address, files=files, enable_units=units)
         box.boot()
     except Exception as exc:  # pylint: disable=broad-except
-        salt.utils.cloud.remove_key(__opts__["pki_dir"], name)
+        __utils__["k8sha_enrolment.revoke"](__opts__["pki_dir"], name)
         raise SaltCloudException(f"lab: machine {name} could not be created: {exc}") from exc
     _fire(name, "created", vm_)
     log.info("lab: created %s at %s", name, address)
-    return {"name": name, "address": address, "state": "running", "roles": minion.get("grains", {}).get("roles")}
+    return {"name": name, "address": address, "state": "running", "roles": minion.get("grains", {}).get("roles"),
+            "security_groups": groups}
 
 
 def destroy(name, call=None):
     if call == "function":
         raise SaltCloudSystemExit("destroy is an action: salt-cloud -d NAME")
-    _, machine = _lablib()
+    _, machine, secgroups = _lablib()
     _fire(name, "destroying")
     machine.Machine(name).destroy()
+    secgroups.remove_port(name)
     salt.utils.cloud.remove_key(__opts__["pki_dir"], name)
+    __utils__["k8sha_enrolment.revoke"](__opts__["pki_dir"], name)
     _fire(name, "destroyed")
     return {name: "destroyed"}
 
@@ -131,7 +116,7 @@ def destroy(name, call=None):
 def list_nodes(call=None):
     if call == "action":
         raise SaltCloudSystemExit("list_nodes is a function: salt-cloud -Q")
-    _, machine = _lablib()
+    _, machine, _ = _lablib()
     nodes = {}
     for box in machine.all_machines():
         address = (box.dir / "address").read_text().strip() if (box.dir / "address").exists() else None

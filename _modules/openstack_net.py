@@ -17,6 +17,10 @@ CLI example (on the master)::
 """
 
 import ipaddress
+import os
+import socket
+
+import salt.config
 
 from salt.exceptions import CommandExecutionError
 
@@ -66,23 +70,51 @@ def _rule(protocol, ports=None, source=None, ethertype="IPv4"):
             "port_range_min": low, "port_range_max": high, "remote_ip_prefix": source}
 
 
-def cluster_rules(description):
-    """{group name: [rules]} for the description (pure function): kubeadm's ports, VRRP
-    between the load balancers only, the API from anywhere to the load balancers."""
+SALT_PORTS = (4505, 4506)  # the master's publish and request ports
+
+
+def cluster_rules(description, admin_sources):
+    """{group name: [ingress rules]} for the description (pure function; the lab's switch
+    enforces exactly these too, lab/lablib/secgroups.py). Egress stays open (Neutron's default
+    rules). SSH only from ``admin_sources`` (default: the salt-master); VRRP only between the
+    load balancers; the API from anywhere to the load balancers and from the load balancers and
+    control planes to the API servers; etcd and the control plane's own ports between control
+    planes; kubelets from the control planes. ``k8sha-salt-master`` is for the master's own
+    instance when it runs in the cloud: the nodes reach its two ports."""
     nodes = description["nodes"]
     by_role = {role: [f"{n['address']}/32" for n in nodes if n["role"] == role]
                for role in ("loadbalancer", "control_plane", "worker")}
     port = description.get("api", {}).get("port", 6443)
+    ssh = [_rule("tcp", 22, source) for source in admin_sources]
     return {
-        "k8sha-loadbalancer": [_rule("tcp", 22), _rule("tcp", port, "0.0.0.0/0")]
+        "k8sha-loadbalancer": ssh + [_rule("tcp", port, "0.0.0.0/0")]
         + [_rule(VRRP, None, peer) for peer in by_role["loadbalancer"]],
-        "k8sha-control-plane": [_rule("tcp", 22)]
+        "k8sha-control-plane": ssh
         + [_rule("tcp", port, source) for source in by_role["loadbalancer"] + by_role["control_plane"]]
         + [_rule("tcp", (2379, 2380), source) for source in by_role["control_plane"]]
         + [_rule("tcp", p, source) for p in (10250, 10257, 10259) for source in by_role["control_plane"]],
-        "k8sha-worker": [_rule("tcp", 22), _rule("tcp", (30000, 32767), "0.0.0.0/0")]
+        "k8sha-worker": ssh + [_rule("tcp", (30000, 32767), "0.0.0.0/0")]
         + [_rule("tcp", 10250, source) for source in by_role["control_plane"]],
+        "k8sha-salt-master": [_rule("tcp", SALT_PORTS, f"{n['address']}/32") for n in nodes],
     }
+
+
+def admin_sources(settings, provider_masters):
+    """The sources SSH is open to: ``k8sha:lookup:admin_sources`` when set, else the salt-master
+    as the nodes reach it (the salt-cloud providers' ``minion: master``), each as a /32 (pure
+    but for name resolution). Raises naming the setting when there is none."""
+    sources = list(settings.get("admin_sources") or [])
+    if not sources:
+        for master in provider_masters:
+            try:
+                sources += sorted({i[4][0] for i in socket.getaddrinfo(master, None, socket.AF_INET)})
+            except OSError:
+                raise CommandExecutionError(f"the salt-master address {master!r} (salt-cloud provider, minion: master) "
+                                            "does not resolve: set k8sha:lookup:admin_sources") from None
+    if not sources:
+        raise CommandExecutionError("no source for SSH and Salt: set k8sha:lookup:admin_sources (the salt-master's "
+                                    "address as the nodes see it) or `minion: master` in the salt-cloud provider")
+    return [s if "/" in str(s) else f"{s}/32" for s in sources]
 
 
 def _same_rule(existing, wanted):
@@ -159,11 +191,11 @@ def floating_ip(conn, port, external_network):
     return fip.floating_ip_address, True
 
 
-def security_groups_with(conn, description):
-    """Every role's security group with its rules: what was created. Before the instances
-    (their profiles name these groups, and Nova refuses an unknown group)."""
+def security_groups_with(conn, groups):
+    """Every security group of ``groups`` ({name: rules}) with its rules: what was created.
+    Before the instances (their ports carry these groups)."""
     changes = []
-    for group, rules in cluster_rules(description).items():
+    for group, rules in groups.items():
         changes += security_group(conn, group, rules)
     return changes
 
@@ -196,10 +228,24 @@ def vip_networking_with(conn, description, settings):
     return changes
 
 
+def _provider_masters():
+    """The `minion: master` of every salt-cloud provider of this master."""
+    path = os.path.join(os.path.dirname(__opts__["conf_file"]), "cloud")
+    providers = salt.config.cloud_config(path).get("providers", {})
+    return sorted({str(driver.get("minion", {}).get("master")) for entries in providers.values()
+                   for driver in entries.values() if driver.get("minion", {}).get("master")})
+
+
+def rules():
+    """{security group: ingress rules} for the cluster description (on the master)."""
+    return cluster_rules(__salt__["cluster_topology.description"](),
+                         admin_sources(__salt__["cluster_topology.settings"](), _provider_masters()))
+
+
 def security_groups():
     """The security groups for the cluster description (on the master, in orch.provision)."""
     settings = __salt__["cluster_topology.settings"]()["openstack"]
-    return security_groups_with(connect(settings), __salt__["cluster_topology.description"]())
+    return security_groups_with(connect(settings), rules())
 
 
 def vip_networking():

@@ -22,6 +22,7 @@ import os
 import secrets
 import socket
 import string
+import sys
 import time
 
 import salt.cloud
@@ -135,8 +136,31 @@ def _openstack_step(name, function, done_comment):
 
 
 def security_groups_ready(name):
-    """OpenStack: every role's security group and rules, before the instances that name them."""
-    return _openstack_step(name, "security_groups", "the security groups of every role are in place")
+    """Every role's security group and rules, before the instances that carry them: in
+    Neutron, or on the one-machine lab's switch (a lab master has ``k8sha_lab: True``)."""
+    if not __opts__.get("k8sha_lab"):
+        return _openstack_step(name, "security_groups", "the security groups of every role are in place")
+    try:
+        wanted = __salt__["openstack_net.rules"]()
+    except Exception as exc:  # pylint: disable=broad-except
+        return _ret(name, False, f"security groups for {name}: {exc}")
+    secgroups = _lab_secgroups()
+    current = secgroups.load()["groups"]
+    if current == wanted:
+        return _ret(name, comment="the lab switch enforces every role's security group")
+    changed = sorted(g for g in wanted if wanted[g] != current.get(g))
+    if __opts__["test"]:
+        return _ret(name, None, f"would set security groups {', '.join(changed)} on the lab switch", {"groups": changed})
+    secgroups.set_groups(wanted)
+    return _ret(name, comment="the lab switch enforces every role's security group", changes={"groups": changed})
+
+
+def _lab_secgroups():
+    lab = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lab")
+    if lab not in sys.path:
+        sys.path.insert(0, lab)
+    from lablib import secgroups  # pylint: disable=import-outside-toplevel
+    return secgroups
 
 
 def vip_networking_ready(name):

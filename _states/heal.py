@@ -206,15 +206,30 @@ def _fault(check, minion, detail):
         status = _ask(minion, "kubeadm_member.status", timeout=60) or {}
         if status.get("state") != "member":
             return False, f"{minion} is not a member ({status.get('state', 'no answer')}): a rejoin matter, not a restart"
-        port = __salt__["cluster_topology.description"]()["api"]["port"]
-        healthy = __salt__["kubeadm_member.healthz"](f"https://{_node(minion)['address']}:{port}/healthz")
-        return not healthy, f"/healthz of {minion} {'answers 200' if healthy else 'does not answer 200'}"
+        return _apiserver_fault_seen_by_load_balancers(minion)
     if check == "control_plane_rejoin":
         status = _ask(minion, "kubeadm_member.status", timeout=60)
         if status is None:
             return False, f"{minion} does not answer: nothing is done until it does"
         return status["state"] != "member", f"{minion}: {status['state']} ({status['reason']})"
     raise ValueError(f"unknown check {check}")
+
+
+def _apiserver_fault_seen_by_load_balancers(minion):
+    """(fault, reason): the API server's /healthz as the load balancers see it. They are the
+    witnesses the security groups let reach it (the master is not one), and their answers come
+    back over Salt's authenticated channel. A fault needs every answering LB to see it."""
+    port = __salt__["cluster_topology.description"]()["api"]["port"]
+    url = f"https://{_node(minion)['address']}:{port}/healthz"
+    balancers = __salt__["cluster_topology.members"]("loadbalancer")
+    answers = __salt__["saltutil.cmd"](balancers, "kubeadm_member.healthz", arg=[url], tgt_type="list", timeout=15)
+    seen = {lb: a.get("ret") for lb, a in answers.items() if a.get("retcode", 0) == 0 and isinstance(a.get("ret"), bool)}
+    if not seen:
+        return False, f"no load balancer answered to probe /healthz of {minion}: nothing is done"
+    healthy = sorted(lb for lb, ok in seen.items() if ok)
+    if healthy:
+        return False, f"/healthz of {minion} answers 200 from {', '.join(healthy)}"
+    return True, f"/healthz of {minion} does not answer 200 from {', '.join(sorted(seen))}"
 
 
 def needed(name, check, detail=None):

@@ -7,9 +7,10 @@ cluster-description-valid:
   cluster_build.description_valid:
     - name: {{ cluster.get('name', 'unnamed') }}
     - failhard: True
-{%- if settings.openstack.network %}
+{%- if settings.openstack.network or opts.get('k8sha_lab') %}
 
-{#- OpenStack: the groups the instances' profiles name must exist before the instances. #}
+{#- The groups the instances' profiles name must exist before the instances (in Neutron, or
+    on the lab's switch, which enforces the same rules). #}
 cluster-security-groups-ready:
   cluster_build.security_groups_ready:
     - name: {{ cluster.get('name', 'unnamed') }}

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from . import config, machine, master, net
+from . import config, machine, master, net, secgroups
 from .run import LabError, run
 
 def cmd_up(args):
@@ -19,6 +19,8 @@ def cmd_up(args):
     if build.returncode != 0:
         raise LabError("building the lab image failed (see above)")
     net.ensure_switch()
+    if secgroups.STATE.exists():  # a lab that was not taken down: its ports keep their groups
+        secgroups.apply()
     pillar_dir = pathlib.Path(args.pillar_dir).resolve() if args.pillar_dir else None
     if pillar_dir and not (pillar_dir / "top.sls").exists():
         raise LabError(f"--pillar-dir {pillar_dir}: no top.sls there")
@@ -42,6 +44,7 @@ def cmd_down(args):
         run("ip", "netns", "del", ns, check=False)
     for path in (config.MACHINES_DIR, config.MASTER_DIR):
         shutil.rmtree(path, ignore_errors=True)
+    secgroups.STATE.unlink(missing_ok=True)
     leftovers = leftover_report()
     if leftovers:
         raise LabError("lab down left: " + "; ".join(leftovers))

@@ -1,18 +1,26 @@
 """
 Provisioning on OpenStack end to end, against tests/fake_openstack.py served over HTTP on
 127.0.0.1: on a real salt-master, `orch.provision` creates the seed's six instances through
-salt-cloud with the project's driver and profiles and prepares the VIP's networking (security
-groups, VIP port, the VIP allowed on both LB ports); a second run sends no write; and
-`salt-cloud -m cloud/maps/openstack.map` creates only what is missing. The fake's instances run no minion, so orch.provision stops where it waits for
-them, naming them.
+salt-cloud with the project's driver and profiles, each on a port with the description's
+address, and prepares the VIP's networking (security groups, VIP port, the VIP allowed on both
+LB ports); a second run sends no write; `salt-cloud -m cloud/maps/openstack.map` creates only
+what is missing, at the same address. The fake's instances run no minion, so orch.provision
+stops where it waits for them, naming them; a real minion started with one instance's user
+data enrols through the master's engine, and a replay of its value is refused.
 """
 
+import base64
 import json
 import pathlib
 import re
 import shutil
+import subprocess
+import sys
+import time
 
 import pytest
+import salt.config
+import salt.key
 import yaml
 
 import salt_render
@@ -47,7 +55,9 @@ def openstack_master(salt_factories, tmp_path_factory, fake_cloud):
         "file_roots": {"base": [str(REPO / "salt"), str(REPO / "srv")]},
         "pillar_roots": {"base": [str(pillar)]},
         "module_dirs": [str(REPO)],
-    })
+        "engines": [{"k8sha_enrolment": {}}],
+        "auth_events_autosign_grains": ["pend", "denied"],
+    }, on_auth_event_callback=lambda master, payload: None)  # not the test harness: only the engine accepts keys
     config_dir = pathlib.Path(factory.config_dir)
     (config_dir / "cloud.providers.d").mkdir(exist_ok=True)
     (config_dir / "cloud.profiles.d").mkdir(exist_ok=True)
@@ -73,16 +83,38 @@ def summary(calls):
     return counted
 
 
-def test_provisioning_creates_the_six_instances_and_the_vip_networking_then_writes_nothing(openstack_master, fake_cloud):
+def addresses(fake_cloud):
+    return {s["name"]: [a["addr"] for net in fake_cloud.server_view(s)["addresses"].values() for a in net]
+            for s in fake_cloud.servers.values()}
+
+
+def user_data(fake_cloud, name):
+    server = next(s for s in fake_cloud.servers.values() if s["name"] == name)
+    return base64.b64decode(server["OS-EXT-SRV-ATTR:user_data"]).decode()
+
+
+def test_provisioning_creates_the_six_instances_at_the_descriptions_addresses_then_writes_nothing(
+        openstack_master, fake_cloud):
     first = provision(openstack_master)
     assert first["cluster-description-valid"]["result"] is True
-    # The groups the profiles name exist before the instances (the fake refuses unknown ones, as Nova).
-    assert len(first["cluster-security-groups-ready"]["changes"]["created"]) == 30
+    # The groups the profiles name exist before the instances' ports carry them.
+    assert first["cluster-security-groups-ready"]["result"] is True, first["cluster-security-groups-ready"]["comment"]
     assert first["cluster-machines-present"]["changes"] == {"created": NODES}
-    assert sorted(s["name"] for s in fake_cloud.servers.values()) == NODES
+    wanted = {n["name"]: [n["address"]] for n in salt_render.description()["nodes"]}
+    print("\ninstance addresses (fake cloud) vs the description:")
+    for name in NODES:
+        print(f"  {name:8} {addresses(fake_cloud)[name]}  description {wanted[name]}")
+    assert addresses(fake_cloud) == wanted
+    port_requests = [body["port"] for method, path, body in fake_cloud.writes
+                     if (method, path) == ("POST", "/network/v2.0/ports") and body["port"].get("name") in NODES]
+    print("port requests:", *(json.dumps(b, sort_keys=True) for b in port_requests), sep="\n  ")
+    assert sorted(b["fixed_ips"][0]["ip_address"] for b in port_requests) == sorted(a[0] for a in wanted.values())
     worker = next(s for s in fake_cloud.servers.values() if s["name"] == "worker1")["request"]
-    assert worker["flavorRef"] == "f-m1.xxlarge" and worker["security_groups"] == [{"name": "k8sha-worker"}]
-    assert worker["block_device_mapping_v2"][0]["volume_size"] == 100
+    worker_port = next(p for p in fake_cloud.objects["ports"] if p["device_id"] == "srv-worker1")
+    assert worker["networks"] == [{"port": worker_port["id"]}] and "security_groups" not in worker
+    groups = {g["id"]: g["name"] for g in fake_cloud.objects["security-groups"]}
+    assert [groups[g] for g in worker_port["security_groups"]] == ["k8sha-worker"]
+    assert worker["flavorRef"] == "f-m1.xxlarge" and worker["block_device_mapping_v2"][0]["volume_size"] == 100
     networking = first["cluster-vip-networking-ready"]
     assert networking["result"] is True, networking["comment"]
     created = networking["changes"]["created"]
@@ -91,13 +123,18 @@ def test_provisioning_creates_the_six_instances_and_the_vip_networking_then_writ
     for lb in ("lb1", "lb2"):
         port = next(p for p in fake_cloud.objects["ports"] if p.get("device_id") == f"srv-{lb}")
         assert port["allowed_address_pairs"] == [{"ip_address": "198.51.100.100/32"}]
-    # Every minion's key was accepted on the master before its server booted.
+    # No key pair was made for the instances: their user data holds a one-time value, no key.
+    for name in NODES:
+        text = user_data(fake_cloud, name)
+        assert "PRIVATE KEY" not in text and "private_key" not in text and "k8sha_enrolment" in text, name
     keys = openstack_master.salt_key_cli().run("-L", "--out=json").data
-    assert sorted(keys["minions"]) == NODES
+    assert keys["minions"] == []
+    print("user data of cp1 (value redacted):\n" + re.sub(r"(k8sha_enrolment: )\S+", r"\1<redacted>",
+                                                           user_data(fake_cloud, "cp1")))
     # The fake's instances run no minion: the orchestration stops there and names them.
     waiting = first["cluster-minions-ready"]
     assert waiting["result"] is False and "no answer in 3 s from lb1, lb2, cp1, cp2, cp3, worker1" in waiting["comment"]
-    print(f"\nfull provisioning run: {len(fake_cloud.requests)} requests; writes: {summary(fake_cloud.writes)}")
+    print(f"full provisioning run: {len(fake_cloud.requests)} requests; writes: {summary(fake_cloud.writes)}")
     before, requests_before = len(fake_cloud.writes), len(fake_cloud.requests)
     second = provision(openstack_master)
     assert not second["cluster-security-groups-ready"]["changes"]
@@ -107,12 +144,83 @@ def test_provisioning_creates_the_six_instances_and_the_vip_networking_then_writ
     print(f"second run: {len(fake_cloud.requests) - requests_before} requests, 0 writes")
 
 
-def test_salt_cloud_map_creates_only_what_is_missing(openstack_master, fake_cloud):
+def minion_from_user_data(master, tmp_path, name, text, minion_id=None):
+    """A salt-call with the minion configuration an instance's cloud-init would write (the
+    master's address and ports are this test master's), and a key pair of its own."""
+    conf = yaml.safe_load(text)["salt_minion"]["conf"]
+    root = tmp_path / name
+    (root / "pki").mkdir(parents=True)
+    conf.update(id=minion_id or conf["id"], master="127.0.0.1", master_port=master.config["ret_port"],
+                publish_port=master.config["publish_port"], pki_dir=str(root / "pki"), cachedir=str(root / "cache"),
+                sock_dir=str(root / "run"), log_file=str(root / "log"), user=master.config["user"],
+                file_client="remote", acceptance_wait_time=1)
+    (root / "minion").write_text(yaml.safe_dump(conf))
+    return root
+
+
+def enrol(root, master, seconds):
+    """salt-call tries to authenticate for ``seconds`` (it gives up at once while its key is
+    pending, a salt-minion would retry by itself); the master's key list says what came of it."""
+    deadline = time.monotonic() + seconds
+    minion_id = yaml.safe_load((root / "minion").read_text())["id"]
+    while time.monotonic() < deadline:
+        try:
+            run = subprocess.run([pathlib.Path(sys.executable).parent / "salt-call", "-c", str(root), "test.ping"],
+                           capture_output=True, timeout=max(1, deadline - time.monotonic()), check=False)
+        except subprocess.TimeoutExpired:  # a denied key: salt-call waits for the master to change its mind
+            break
+        if run.returncode == 0:
+            break
+        time.sleep(0.5)
+    return key_state(master, minion_id)
+
+
+def _keys(master):
+    """The master's key store, read in-process (what salt-key -L reads)."""
+    return salt.key.get_key(salt.config.master_config(master.config_file))
+
+
+def key_state(master, minion_id):
+    with _keys(master) as keys:
+        return next((state for state, ids in keys.list_keys().items() if minion_id in ids), None)
+
+
+def accepted_key(master, minion_id):
+    with _keys(master) as keys:
+        return (keys.key_str(minion_id).get("minions") or {}).get(minion_id, "").strip()
+
+
+def test_a_minion_enrols_with_its_one_time_value_and_a_replay_is_refused(openstack_master, fake_cloud, tmp_path):
+    text = user_data(fake_cloud, "worker1")
+    real = minion_from_user_data(openstack_master, tmp_path, "real", text)
+    assert enrol(real, openstack_master, 20) == "minions", "worker1 did not enrol with its value"
+    assert accepted_key(openstack_master, "worker1") == (real / "pki" / "minion.pub").read_text().strip()
+    # A second machine presenting the same value, as worker1 or under a name of its own, stays out.
+    enrol(minion_from_user_data(openstack_master, tmp_path, "replay", text), openstack_master, 6)
+    assert accepted_key(openstack_master, "worker1") == (real / "pki" / "minion.pub").read_text().strip()
+    intruder = minion_from_user_data(openstack_master, tmp_path, "intruder", text, "intruder")
+    assert enrol(intruder, openstack_master, 6) == "minions_pre"
+    stranger = minion_from_user_data(openstack_master, tmp_path, "stranger",
+                                     text.replace("k8sha_enrolment: ", "k8sha_enrolment: x"), "stranger")
+    assert enrol(stranger, openstack_master, 6) == "minions_pre"
+    log = pathlib.Path(openstack_master.config["log_file"]).read_text()
+    refused = [line.split("k8sha_enrolment: ", 1)[1] for line in log.splitlines() if "left unaccepted" in line]
+    print("\nrefusals in the master's log:", *refused, sep="\n  ")
+    assert any(r.startswith("key of worker1 left unaccepted: replayed enrolment value: it was used by worker1")
+               for r in refused)
+    assert any(r.startswith("key of intruder left unaccepted: replayed enrolment value") for r in refused)
+    assert any(r.startswith("key of stranger left unaccepted: no enrolment value was issued") for r in refused)
+
+
+def test_salt_cloud_map_creates_only_what_is_missing_at_the_same_address(openstack_master, fake_cloud):
     cloud = openstack_master.salt_cloud_cli(timeout=300)
     destroyed = cloud.run("-y", "-d", "lb2")
     assert destroyed.returncode == 0 and "srv-lb2" not in fake_cloud.servers
+    assert not [p for p in fake_cloud.objects["ports"] if p["name"] == "lb2"]
     before = len(fake_cloud.writes)
     created = cloud.run("-y", "-m", str(REPO / "cloud" / "maps" / "openstack.map"))
     assert created.returncode == 0, created.stderr
     assert sorted(s["name"] for s in fake_cloud.servers.values()) == NODES
-    assert [(m, p) for m, p, _ in fake_cloud.writes[before:]] == [("POST", "/compute/v2.1/servers")]
+    assert [(m, p) for m, p, _ in fake_cloud.writes[before:]] == [("POST", "/network/v2.0/ports"),
+                                                                  ("POST", "/compute/v2.1/servers")]
+    assert addresses(fake_cloud)["lb2"] == ["198.51.100.12"]

@@ -60,7 +60,7 @@ def test_the_vip_is_merged_into_both_load_balancers_pairs_and_a_second_run_write
 
 def test_security_rules_allow_vrrp_only_between_the_load_balancers(cloud):
     fake, conn, mocker = cloud
-    net.security_groups_with(conn, salt_render.description())
+    net.security_groups_with(conn, net.cluster_rules(salt_render.description(), ["198.51.100.5/32"]))
     rules = [w[2]["security_group_rule"] for w in writes(mocker) if w[1] == "/v2.0/security-group-rules"]
     groups = {g["id"]: g["name"] for g in fake.objects["security-groups"]}
     vrrp = [r for r in rules if r["protocol"] == "112"]
@@ -115,3 +115,21 @@ def test_a_vip_taken_by_another_port_is_refused_before_any_pair_is_set(cloud):
 def test_pairs_are_merged_never_replaced(existing, expected):
     assert net.merged_pairs(existing, "10.0.0.5") == expected
     assert json.dumps(existing)  # the input is left as it was
+
+
+def test_ssh_and_salt_are_open_only_to_the_named_sources_never_to_everyone():
+    groups = net.cluster_rules(salt_render.description(), net.admin_sources({}, ["198.51.100.5"]))
+    for name, rules in groups.items():
+        ssh = [r["remote_ip_prefix"] for r in rules if r["port_range_min"] == 22]
+        assert ssh == ([] if name == "k8sha-salt-master" else ["198.51.100.5/32"]), name
+    salt_master = groups["k8sha-salt-master"]
+    assert {(r["port_range_min"], r["port_range_max"]) for r in salt_master} == {(4505, 4506)}
+    assert sorted(r["remote_ip_prefix"] for r in salt_master) == sorted(
+        f"{n['address']}/32" for n in salt_render.description()["nodes"])
+    assert net.admin_sources({"admin_sources": ["192.0.2.0/28", "192.0.2.77"]}, ["198.51.100.5"]) == [
+        "192.0.2.0/28", "192.0.2.77/32"]
+
+
+def test_no_source_for_ssh_is_named_with_the_setting():
+    with pytest.raises(CommandExecutionError, match=r"set k8sha:lookup:admin_sources"):
+        net.admin_sources({}, [])
