@@ -22,12 +22,24 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHIPPED_DESCRIPTION = yaml.safe_load((REPO / "pillar" / "cluster.sls").read_text())
 
 
-def load_module(name):
-    """A Salt execution module from _modules/ imported as plain Python, for its pure functions."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "_modules" / f"{name}.py")
+def load(kind, name):
+    """A module of the project's Salt extensions (``kind``: _modules, _states, _utils, ...)
+    imported as plain Python, for its pure functions."""
+    spec = importlib.util.spec_from_file_location(name, REPO / kind / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_module(name):
+    """A Salt execution module from _modules/ (see load)."""
+    return load("_modules", name)
+
+
+def as_utils(name):
+    """A module of _utils/ as the entries Salt's __utils__ would give a module."""
+    module = load("_utils", name)
+    return {f"{name}.{k}": v for k, v in vars(module).items() if callable(v) and not k.startswith("_")}
 
 
 def merged(base, override):

@@ -12,7 +12,7 @@ LAB_CLI = REPO / "lab" / "lab"
 sys.path.insert(0, str(REPO / "lab"))
 
 # config and net are used by the tests through this module.
-from lablib import config, machine, master, net  # noqa: E402,F401
+from lablib import config, machine, master, net, secgroups  # noqa: E402,F401
 
 LOAD_BALANCERS = ("lb1", "lb2")
 VIP = salt_render.description()["api"]["vip"]

@@ -43,6 +43,24 @@ def test_orch_cluster_builds_a_healthy_cluster_from_nothing(lab):
     assert status["nodes"] == {n: "Ready" for n in NODES}
 
 
+def test_every_machine_enrolled_with_its_own_one_time_value_and_no_key_was_made_for_it(lab):
+    machines = sorted(["lb1", "lb2", *NODES])
+    enrolment = config.MASTER_DIR / "pki" / "k8sha_enrolment"
+    assert list((enrolment / "issued").iterdir()) == []  # every value was used
+    used = sorted(json.loads(p.read_text())["id"] for p in (enrolment / "used").iterdir())
+    assert used == machines
+    log = (config.MASTER_DIR / "log" / "master").read_text()
+    assert sorted(set(l.split("accepted the key of ")[1].split()[0] for l in log.splitlines()
+                       if "k8sha_enrolment: accepted the key of" in l)) == machines
+    # The minion made its key on the machine: the master never held its private half.
+    for name in machines:
+        pem = lab.machine(name).exec("cat", "/etc/salt/pki/minion/minion.pem").stdout
+        assert "PRIVATE KEY" in pem
+        found = subprocess.run(["grep", "-rlF", pem.strip().splitlines()[1], str(config.MASTER_DIR)],
+                               capture_output=True, text=True)
+        assert found.stdout == "", f"{name}'s private key is on the master: {found.stdout}"
+
+
 def test_a_second_orch_cluster_run_changes_nothing(lab):
     run = lab.second_run
     assert run["code"] == 0, lab.failed_states(run)

@@ -5,7 +5,7 @@ the timeouts below only bound how long a broken system is waited for."""
 import subprocess
 import time
 
-from lab_session import LOAD_BALANCERS, VIP, master, net
+from lab_session import LOAD_BALANCERS, VIP, master, net, secgroups
 
 
 def test_exactly_one_load_balancer_holds_the_vip(lab):
@@ -91,19 +91,48 @@ def test_an_api_server_answering_500_leaves_the_pool_and_returns(lab):
     lab.wait_for(lambda: cp2_status("UP"), 15, "cp2 back UP on both load balancers", interval=0.5)
 
 
-def test_firewalld_refuses_a_port_that_is_not_in_the_zone(lab):
+def test_security_groups_drop_what_they_do_not_allow_and_firewalld_rejects_behind_them(lab):
+    """Two layers, as on OpenStack: the port's security groups (the lab switch) drop a flow
+    they do not allow; a flow they allow but the node's firewalld zone does not is rejected."""
     lb1, cp1 = lab.machine("lb1"), lab.machine("cp1")
     assert "k8sha" in lb1.exec("firewall-cmd", "--get-active-zones").stdout
     lb1.exec("systemd-run", "--unit=k8sha-test-listener", "python3", "-m", "http.server", "8080")
+    groups = secgroups.load()["groups"]
     try:
         lab.wait_for(lambda: lb1.exec("curl", "-s", "-o", "/dev/null", "http://127.0.0.1:8080/", check=False).returncode == 0,
                      10, "the test listener on lb1")
-        refused = cp1.exec("curl", "-s", "--max-time", "3", "http://198.51.100.11:8080/", check=False)
-        assert refused.returncode == 7, refused  # 7: connection refused (firewalld rejects)
+        before = secgroups.dropped("lb1")
+        dropped = cp1.exec("curl", "-s", "--max-time", "3", "http://198.51.100.11:8080/", check=False)
+        assert dropped.returncode == 28, dropped  # 28: timed out (the switch drops it, no answer)
+        assert secgroups.dropped("lb1") > before
+        print(f"\ncp1 -> lb1:8080: curl exit {dropped.returncode} (timed out); lb1's port dropped "
+              f"{secgroups.dropped('lb1') - before} packets")
         allowed = cp1.exec("curl", "-sk", "--max-time", "3", f"https://{VIP}:6443/healthz", check=False)
         assert allowed.stdout == "ok", allowed
+        # An operator opens 8080 in the group: firewalld on lb1 still rejects it.
+        opened = dict(groups, **{"k8sha-loadbalancer": groups["k8sha-loadbalancer"] + [
+            {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp", "port_range_min": 8080,
+             "port_range_max": 8080, "remote_ip_prefix": "198.51.100.21/32"}]})
+        secgroups.set_groups(opened)
+        refused = cp1.exec("curl", "-s", "--max-time", "3", "http://198.51.100.11:8080/", check=False)
+        assert refused.returncode == 7, refused  # 7: connection refused (firewalld rejects)
     finally:
+        secgroups.set_groups(groups)
         lb1.exec("systemctl", "stop", "k8sha-test-listener", check=False)
+
+
+def test_a_worker_cannot_reach_etcd_and_the_master_reaches_only_what_the_groups_open(lab):
+    worker1 = lab.machine("worker1")
+    before = secgroups.dropped("cp1")
+    etcd = worker1.exec("curl", "-sk", "--max-time", "3", "https://198.51.100.21:2379/health", check=False)
+    assert etcd.returncode == 28, etcd
+    assert secgroups.dropped("cp1") > before
+    # From the master's address: SSH is open (sshd need not listen: refused, not dropped), the API
+    # server of a control plane is not (only the load balancers and control planes reach it).
+    ssh = master.in_master_ns("curl", "-s", "--max-time", "3", "telnet://198.51.100.21:22", check=False)
+    assert ssh.returncode in (7, 56), ssh
+    api = master.in_master_ns("curl", "-sk", "--max-time", "3", "https://198.51.100.21:6443/healthz", check=False)
+    assert api.returncode == 28, api
 
 
 def test_unicast_vrrp_keeps_working_when_the_network_drops_multicast(lab):

@@ -1,21 +1,12 @@
 """The healing side, pure parts: which events may start a repair, the attempt window, the
 beacons' transitions; the beacons each role gets; the reactor files (one reaction each)."""
 
-import importlib.util
-
 import pytest
 import yaml
 
 import salt_render
 
-
-def load(kind, name):
-    spec = importlib.util.spec_from_file_location(name, salt_render.REPO / kind / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
+load = salt_render.load
 heal = load("_states", "heal")
 haproxy_beacon = load("_beacons", "k8sha_haproxy")
 apiserver_beacon = load("_beacons", "k8sha_apiserver")

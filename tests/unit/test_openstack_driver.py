@@ -8,7 +8,6 @@ and the errors: ERROR state with Nova's fault, quota, a missing image, the wait 
 """
 
 import base64
-import importlib.util
 import pytest
 import requests_mock as rm
 import yaml
@@ -21,9 +20,7 @@ PROVIDER = "k8sha-openstack:k8sha_openstack"
 
 
 def load_driver(tmp_path, events, auth_url):
-    spec = importlib.util.spec_from_file_location("k8sha_openstack", salt_render.REPO / "_clouds" / "k8sha_openstack.py")
-    driver = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(driver)
+    driver = salt_render.load("_clouds", "k8sha_openstack")
     (tmp_path / "pki" / "minions").mkdir(parents=True)
     driver.__opts__ = {
         "pki_dir": str(tmp_path / "pki"), "sock_dir": str(tmp_path), "minion": {"master": "10.0.0.5"},
@@ -34,17 +31,9 @@ def load_driver(tmp_path, events, auth_url):
         "profiles": {"openstack-control-plane": {"provider": PROVIDER}}}
     driver.__active_provider_name__ = PROVIDER
     driver.__opts__["pillar_roots"] = {"base": [str(salt_render.REPO / "pillar")]}
-    driver.__utils__ = dict(utils("k8sha_enrolment"), **utils("k8sha_cloud"),
+    driver.__utils__ = dict(salt_render.as_utils("k8sha_enrolment"), **salt_render.as_utils("k8sha_cloud"),
                             **{"cloud.fire_event": lambda *args, **kwargs: events.append(args[2])})
     return driver
-
-
-def utils(name):
-    """A module of _utils/ as Salt's __utils__ entries."""
-    spec = importlib.util.spec_from_file_location(name, salt_render.REPO / "_utils" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return {f"{name}.{k}": v for k, v in vars(module).items() if callable(v) and not k.startswith("_")}
 
 
 @pytest.fixture
