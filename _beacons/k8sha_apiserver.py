@@ -77,7 +77,7 @@ def beacon(config):
     if not os.path.exists(config.get("manifest", MANIFEST)):
         __context__.pop("k8sha_apiserver.state", None)
         return []
-    port = __salt__["cluster_topology.description"]().get("api", {}).get("port", 6443)
+    port = __salt__["cluster_topology.description"]()["api"]["port"]
     url = config.get("url", f"https://127.0.0.1:{port}/healthz")
     ok, answer = _check(url, config.get("timeout", 3))
     state = __context__.get("k8sha_apiserver.state", {"healthy": True, "failures": 0, "successes": 0, "sent": 0})

@@ -2,13 +2,13 @@
 Stacked etcd membership, through etcdctl with kubeadm's certificate paths: members, health,
 leader, and the removal of a member by peer URL that refuses to break quorum.
 
-Endpoints default to every control plane of the cluster description (https://ADDRESS:2379).
+Endpoints default to every control plane of the cluster description (https://ADDRESS:<k8sha:ports:etcd_client>).
 
 CLI examples::
 
     salt cp1 etcd_cluster.members
     salt cp1 etcd_cluster.health
-    salt cp1 etcd_cluster.remove_member https://198.51.100.23:2380
+    salt cp1 etcd_cluster.remove_member https://198.51.100.23:2380   (the peer port: k8sha:ports:etcd_peer)
 """
 
 import json
@@ -28,10 +28,10 @@ def _settings():
 
 
 def default_endpoints():
-    etcd = _settings()
+    port = __salt__["cluster_topology.settings"]()["ports"]["etcd_client"]
     desc = __salt__["cluster_topology.description"]()
     return [
-        f"https://{n['address']}:{etcd['client_port']}"
+        f"https://{n['address']}:{port}"
         for n in desc.get("nodes", [])
         if n.get("role") == "control_plane"
     ]

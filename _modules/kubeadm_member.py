@@ -110,7 +110,7 @@ def status():
     control_plane = role == "control_plane"
     paths = _paths()
     present = {name: os.path.exists(path) for name, path in paths.items()}
-    present["etcd_data"] = os.path.isdir("/var/lib/etcd/member")
+    present["etcd_data"] = os.path.isdir(os.path.join(__salt__["cluster_topology.settings"]()["etcd"]["data_dir"], "member"))
     state, reason = classify(present, control_plane)
     result = {"node": topology["node"]["name"], "role": role, "state": state, "reason": reason}
     if control_plane and state == "member":
@@ -181,7 +181,7 @@ def revoke_join(token_id):
     return {"token_id": token_id, "deleted": code == 0}
 
 
-def join_configuration(node, material, api, kubernetes_version):
+def join_configuration(node, material, api, kubernetes_version, cri_socket):
     """kubeadm's JoinConfiguration for ``node`` (pure function; holds secrets: written 0600)."""
     minor = int(str(kubernetes_version).split(".")[1])
     config = {
@@ -189,7 +189,7 @@ def join_configuration(node, material, api, kubernetes_version):
         "kind": "JoinConfiguration",
         "discovery": {"bootstrapToken": {"apiServerEndpoint": f"{api['vip']}:{api['port']}",
                                          "token": material["token"], "caCertHashes": [material["ca_cert_hash"]]}},
-        "nodeRegistration": {"name": node["name"], "criSocket": "unix:///run/containerd/containerd.sock"},
+        "nodeRegistration": {"name": node["name"], "criSocket": cri_socket},
     }
     if material.get("control_plane"):
         config["controlPlane"] = {"localAPIEndpoint": {"advertiseAddress": node["address"], "bindPort": api["port"]},
@@ -209,7 +209,8 @@ def join():
     topology = __salt__["cluster_topology.view"]()
     material = _material(current["node"])
     config = join_configuration(topology["node"], material, topology["cluster"]["api"],
-                                topology["cluster"]["kubernetes"]["version"])
+                                topology["cluster"]["kubernetes"]["version"],
+                                __salt__["cluster_topology.settings"]()["kubernetes"]["cri_socket"])
     private = tempfile.mkdtemp(prefix="k8sha-join-")
     try:
         os.chmod(private, 0o700)

@@ -71,32 +71,27 @@ def _rule(protocol, ports=None, source=None, ethertype="IPv4"):
 
 
 SALT_PORTS = (4505, 4506)  # the master's publish and request ports
+GROUPS = {"loadbalancer": "k8sha-loadbalancer", "control_plane": "k8sha-control-plane", "worker": "k8sha-worker"}
 
 
-def cluster_rules(description, admin_sources):
+def cluster_rules(description, admin_sources, flows):
     """{group name: [ingress rules]} for the description (pure function; the lab's switch
-    enforces exactly these too, lab/lablib/secgroups.py). Egress stays open (Neutron's default
-    rules). SSH only from ``admin_sources`` (default: the salt-master); VRRP only between the
-    load balancers; the API from anywhere to the load balancers and from the load balancers and
-    control planes to the API servers; etcd and the control plane's own ports between control
-    planes; kubelets from the control planes. ``k8sha-salt-master`` is for the master's own
-    instance when it runs in the cloud: the nodes reach its two ports."""
+    enforces exactly these too, lab/lablib/secgroups.py). ``flows``: who reaches which port of
+    each role (cluster_ports.flows, the source the firewall zones read too). Egress stays open
+    (Neutron's default rules). SSH only from ``admin_sources`` (default: the salt-master); VRRP
+    only between the load balancers. ``k8sha-salt-master`` is for the master's own instance when
+    it runs in the cloud: the nodes reach its two ports."""
     nodes = description["nodes"]
     by_role = {role: [f"{n['address']}/32" for n in nodes if n["role"] == role]
                for role in ("loadbalancer", "control_plane", "worker")}
-    port = description.get("api", {}).get("port", 6443)
     ssh = [_rule("tcp", 22, source) for source in admin_sources]
-    return {
-        "k8sha-loadbalancer": ssh + [_rule("tcp", port, "0.0.0.0/0")]
-        + [_rule(VRRP, None, peer) for peer in by_role["loadbalancer"]],
-        "k8sha-control-plane": ssh
-        + [_rule("tcp", port, source) for source in by_role["loadbalancer"] + by_role["control_plane"]]
-        + [_rule("tcp", (2379, 2380), source) for source in by_role["control_plane"]]
-        + [_rule("tcp", p, source) for p in (10250, 10257, 10259) for source in by_role["control_plane"]],
-        "k8sha-worker": ssh + [_rule("tcp", (30000, 32767), "0.0.0.0/0")]
-        + [_rule("tcp", 10250, source) for source in by_role["control_plane"]],
-        "k8sha-salt-master": [_rule("tcp", SALT_PORTS, f"{n['address']}/32") for n in nodes],
-    }
+    groups = {GROUPS[role]: list(ssh) for role in by_role}
+    for flow in flows:
+        sources = ["0.0.0.0/0"] if flow["sources"] == "anywhere" else [a for r in flow["sources"] for a in by_role[r]]
+        groups[GROUPS[flow["role"]]] += [_rule(flow["protocol"], tuple(flow["ports"]), s) for s in sources]
+    groups[GROUPS["loadbalancer"]] += [_rule(VRRP, None, peer) for peer in by_role["loadbalancer"]]
+    groups["k8sha-salt-master"] = [_rule("tcp", SALT_PORTS, f"{n['address']}/32") for n in nodes]
+    return groups
 
 
 def admin_sources(settings, provider_masters):
@@ -239,7 +234,8 @@ def _provider_masters():
 def rules():
     """{security group: ingress rules} for the cluster description (on the master)."""
     return cluster_rules(__salt__["cluster_topology.description"](),
-                         admin_sources(__salt__["cluster_topology.settings"](), _provider_masters()))
+                         admin_sources(__salt__["cluster_topology.settings"](), _provider_masters()),
+                         __salt__["cluster_ports.current"]())
 
 
 def security_groups():

@@ -44,7 +44,7 @@ def _call(client, targets, fun, arg=(), timeout=15):
 
 def _api_health(desc, timeout=3):
     api = desc.get("api", {})
-    url = f"https://{api.get('vip')}:{api.get('port', 6443)}/healthz"
+    url = f"https://{api['vip']}:{api['port']}/healthz"
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     try:

@@ -275,7 +275,7 @@ def stale_etcd_member_removed(name):
     """The etcd member with the peer URL of ``name`` (being rejoined) is removed, through a healthy
     control plane, only if the remaining members keep a quorum (etcd_cluster.remove_member)."""
     node = _node(name)
-    peer = f"https://{node['address']}:2380"
+    peer = f"https://{node['address']}:{__salt__['cluster_topology.settings']()['ports']['etcd_peer']}"
     for other in [n for n in __salt__["cluster_topology.members"]("control_plane") if n != name]:
         members = _ask(other, "etcd_cluster.members")
         if not isinstance(members, list):

@@ -36,6 +36,12 @@ def load_module(name):
     return load("_modules", name)
 
 
+def flows(desc):
+    """cluster_ports.flows for ``desc`` with the shipped port settings."""
+    ports = yaml.safe_load((REPO / "salt" / "k8sha" / "defaults.yaml").read_text())["k8sha"]["ports"]
+    return load_module("cluster_ports").flows(desc, ports)
+
+
 def as_utils(name):
     """A module of _utils/ as the entries Salt's __utils__ would give a module."""
     module = load("_utils", name)

@@ -33,10 +33,9 @@ firewalld-zone-{{ fw.zone }}:
     - context:
         zone: {{ fw.zone | json }}
         services: {{ fw.services | json }}
-        ports: {{ (fw.ports.get(topology.role) or []) | json }}
+        ports: {{ salt['cluster_ports.zone_ports'](topology.role) | json }}
         role: {{ topology.role | json }}
         interface: {{ topology.cluster.vrrp.interface | json }}
-        api_port: {{ topology.cluster.api.port }}
         vrrp: {{ (topology.get('vrrp') or {}) | json }}
         vrrp_mode: {{ topology.cluster.vrrp.mode | json }}
         salt_master: {{ salt['cluster_topology.salt_master']() | json }}

@@ -15,3 +15,4 @@ kubernetes-kubeadm-config:
         cluster: {{ topology.cluster | json }}
         node: {{ topology.node | json }}
         load_balancers: {{ topology.nodes_by_role.loadbalancer | json }}
+        settings: {{ settings | json }}

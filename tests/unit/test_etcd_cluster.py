@@ -83,8 +83,8 @@ def etcd_members(safe_dir, minion):
         {"name": "lb2", "role": "loadbalancer", "address": "127.0.0.12"},
         *[{"name": n, "role": "control_plane", "address": a} for n, a in zip(names, ADDRESSES)],
     ], api={"vip": "127.0.0.100", "prefix": 8})
-    node = minion(cluster, minion_id="cp1", lookup={"etcd": {
-        "client_port": port, "ca": str(pki / "ca.crt"), "cert": str(pki / "healthcheck-client.crt"),
+    node = minion(cluster, minion_id="cp1", lookup={"ports": {"etcd_client": port}, "etcd": {
+        "ca": str(pki / "ca.crt"), "cert": str(pki / "healthcheck-client.crt"),
         "key": str(pki / "healthcheck-client.key"), "timeout": 1}})
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

@@ -11,6 +11,7 @@ import subprocess
 
 import pytest
 
+import salt_render
 from salt_render import RenderError, description
 
 pytestmark = pytest.mark.skipif(
@@ -232,3 +233,17 @@ def test_zone_keeps_salts_own_connections_open(minion, tmp_path):
         ), zone
     result = run(str(minion.libexec / "check-firewalld-zone"), "k8sha", str(write(tmp_path, "m.xml", zone)))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_custom_api_port_reaches_the_control_planes_zone_and_the_security_groups(minion, tmp_path):
+    """One source for the API port (cluster:api:port): a control plane's zone and its security
+    group open 16443, not kubeadm's default; HAProxy sends there (test_haproxy_backends_...)."""
+    custom = description(api={"port": 16443})
+    texts, _, _ = render_role(minion, custom, minion_id="cp1", mods=("firewall",))
+    zone = texts["k8sha.xml"]
+    assert '<port protocol="tcp" port="16443"/>' in zone and 'port="6443"' not in zone
+    groups = salt_render.load_module("openstack_net").cluster_rules(custom, [], salt_render.flows(custom))
+    api = [r for r in groups["k8sha-control-plane"] if r["port_range_min"] in (6443, 16443)]
+    assert {r["port_range_min"] for r in api} == {16443}
+    ports = salt_render.load_module("cluster_ports")
+    assert ports.zone_ports_of(salt_render.flows(custom), "worker") == ["10250/tcp", "30000-32767/tcp"]

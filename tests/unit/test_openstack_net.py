@@ -60,7 +60,8 @@ def test_the_vip_is_merged_into_both_load_balancers_pairs_and_a_second_run_write
 
 def test_security_rules_allow_vrrp_only_between_the_load_balancers(cloud):
     fake, conn, mocker = cloud
-    net.security_groups_with(conn, net.cluster_rules(salt_render.description(), ["198.51.100.5/32"]))
+    net.security_groups_with(conn, net.cluster_rules(salt_render.description(), ["198.51.100.5/32"],
+                                                      salt_render.flows(salt_render.description())))
     rules = [w[2]["security_group_rule"] for w in writes(mocker) if w[1] == "/v2.0/security-group-rules"]
     groups = {g["id"]: g["name"] for g in fake.objects["security-groups"]}
     vrrp = [r for r in rules if r["protocol"] == "112"]
@@ -118,7 +119,8 @@ def test_pairs_are_merged_never_replaced(existing, expected):
 
 
 def test_ssh_and_salt_are_open_only_to_the_named_sources_never_to_everyone():
-    groups = net.cluster_rules(salt_render.description(), net.admin_sources({}, ["198.51.100.5"]))
+    groups = net.cluster_rules(salt_render.description(), net.admin_sources({}, ["198.51.100.5"]),
+                               salt_render.flows(salt_render.description()))
     for name, rules in groups.items():
         ssh = [r["remote_ip_prefix"] for r in rules if r["port_range_min"] == 22]
         assert ssh == ([] if name == "k8sha-salt-master" else ["198.51.100.5/32"]), name

@@ -17,7 +17,7 @@ sys.path.insert(0, str(salt_render.REPO / "lab"))
 from lablib import secgroups  # noqa: E402
 
 net = salt_render.load_module("openstack_net")
-GROUPS = net.cluster_rules(salt_render.description(), ["198.51.100.5/32"])
+GROUPS = net.cluster_rules(salt_render.description(), ["198.51.100.5/32"], salt_render.flows(salt_render.description()))
 PORTS = {"lb1": ["k8sha-loadbalancer"], "cp1": ["k8sha-control-plane"], "worker1": ["k8sha-worker"],
          "master": ["k8sha-salt-master"]}
 
