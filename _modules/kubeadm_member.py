@@ -52,6 +52,34 @@ def _paths():
     }
 
 
+def version_mismatch(installed, wanted, node):
+    """The refusal when node ``node``, already in a cluster with kubeadm ``installed`` (Debian
+    version, e.g. 1.31.2-1.1), is asked for Kubernetes ``wanted`` (1.31 or 1.31.2); None when
+    they agree (pure)."""
+    upstream = str(installed).split("-", 1)[0]
+    wanted = str(wanted)
+    if upstream == wanted or upstream.startswith(wanted + "."):
+        return None
+    return (f"cluster.kubernetes.version: {wanted!r}, but {node} is a member of the cluster with kubeadm {upstream}. "
+            "A built cluster changes version only through kubeadm's upgrade procedure (kubeadm upgrade plan/apply on "
+            "one control plane, kubeadm upgrade node on the others, then each node's kubelet), which this project "
+            f"does not automate yet: set cluster.kubernetes.version back to '{'.'.join(upstream.split('.')[:2])}' or "
+            f"'{upstream}'. Nothing was changed; the packages stay held")
+
+
+def version_refusal(wanted=None):
+    """The version refusal for this node (see version_mismatch), or '' when it may install:
+    a node not in a cluster yet installs the description's version.
+
+    CLI example: ``salt cp1 kubeadm_member.version_refusal``"""
+    topology = __salt__["cluster_topology.view"]()
+    wanted = wanted or topology["cluster"]["kubernetes"]["version"]
+    installed = __salt__["pkg.version"](_settings()["kubeadm"])
+    if not installed or not os.path.exists(_paths()["kubelet_conf"]):
+        return ""
+    return version_mismatch(installed, wanted, topology["node"]["name"]) or ""
+
+
 def redact(text, secrets=()):
     """Text with every token, certificate key and given secret replaced (pure function)."""
     for secret in secrets:

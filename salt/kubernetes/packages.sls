@@ -5,6 +5,16 @@
 {%- set version = topology.cluster.kubernetes.version %}
 {%- set minor = version.split('.')[:2] | join('.') %}
 {%- set pin = version ~ '-*' if version.count('.') == 2 else minor ~ '.*' %}
+{%- set refusal = salt['kubeadm_member.version_refusal'](version) %}
+
+{%- if refusal %}
+{#- A node already in the cluster keeps its version: only kubeadm's upgrade procedure may move
+    it (the project does not automate it yet). Nothing below runs. #}
+kubernetes-version-kept-on-a-built-cluster:
+  test.fail_without_changes:
+    - comment: {{ refusal | json }}
+    - failhard: True
+{%- else %}
 
 {%- if kubernetes.repo_trusted %}
 {#- The lab's local repository of stand-in packages (lab/standin): unsigned, so trusted. #}
@@ -39,3 +49,4 @@ kubernetes-packages:
     - update_holds: True
     - require:
       - pkgrepo: kubernetes-apt-repository
+{%- endif %}

@@ -67,3 +67,13 @@ def test_machines_are_mapped_from_the_description_one_profile_per_role():
     assert data["lab-worker"] == [{"worker1": {"address": "198.51.100.31"}}]
     with pytest.raises(ValueError, match="no profile for role worker"):
         cluster_build.machines_map(salt_render.description(), {k: v for k, v in profiles.items() if k != "worker"})
+
+
+def test_a_version_change_on_a_member_is_refused_with_the_way_back():
+    assert kubeadm_member.version_mismatch("1.31.2-1.1", "1.31", "cp1") is None
+    assert kubeadm_member.version_mismatch("1.31.2-1.1", "1.31.2", "cp1") is None
+    refusal = kubeadm_member.version_mismatch("1.31.2-1.1", "1.32", "cp1")
+    assert refusal.startswith("cluster.kubernetes.version: '1.32', but cp1 is a member of the cluster with kubeadm 1.31.2")
+    assert "kubeadm upgrade plan/apply" in refusal and "set cluster.kubernetes.version back to '1.31' or '1.31.2'" in refusal
+    assert kubeadm_member.version_mismatch("1.31.2-1.1", "1.31.3", "cp1") is not None
+    assert kubeadm_member.version_mismatch("1.31.2-1.1", "1.3", "cp1") is not None  # not a prefix of 1.31
