@@ -13,6 +13,7 @@ CLI examples::
 
 import json
 import subprocess
+import urllib.parse
 
 from salt.exceptions import CommandExecutionError
 
@@ -37,6 +38,24 @@ def default_endpoints():
     ]
 
 
+# etcdctl's messages for the failures an operator meets, and what they mean.
+CAUSES = (
+    ("certificate", "TLS failed (check the CA and client certificate paths, k8sha:lookup:etcd)"),
+    ("x509", "TLS failed (check the CA and client certificate paths, k8sha:lookup:etcd)"),
+    ("no such file", "a certificate file is missing (is this node a kubeadm control plane?)"),
+    ("context deadline exceeded", "no answer in time: the endpoints are down or etcd has no quorum"),
+    ("connection refused", "nothing listens on the endpoints: etcd is not running there"),
+    ("unhealthy cluster", "etcd refuses: the cluster is unhealthy (no quorum, or a member just joined)"),
+)
+
+
+def explain(stderr):
+    """The cause of an etcdctl failure from its output (pure)."""
+    last = (stderr.strip().splitlines() or ["no output"])[-1]
+    cause = next((why for marker, why in CAUSES if marker in stderr.lower()), None)
+    return f"{cause}: {last}" if cause else last
+
+
 def _etcdctl(args, endpoints=None, tls=True, check=True):
     etcd = _settings()
     endpoints = endpoints or default_endpoints()
@@ -46,12 +65,19 @@ def _etcdctl(args, endpoints=None, tls=True, check=True):
            f"--command-timeout={etcd['timeout']}s", "-w", "json"]
     if tls:
         cmd += [f"--cacert={etcd['ca']}", f"--cert={etcd['cert']}", f"--key={etcd['key']}"]
-    result = subprocess.run(cmd + list(args), capture_output=True, text=True,
-                            env={"ETCDCTL_API": "3", "PATH": "/usr/local/bin:/usr/bin:/bin"},
-                            timeout=4 * int(etcd["timeout"]) + 5)
+    node, timeout = __opts__.get("id"), 4 * int(etcd["timeout"]) + 5
+    where = f"etcdctl {' '.join(args)} on {node} (endpoints {','.join(endpoints)})"
+    try:
+        result = subprocess.run(cmd + list(args), capture_output=True, text=True,
+                                env={"ETCDCTL_API": "3", "PATH": "/usr/local/bin:/usr/bin:/bin"}, timeout=timeout)
+    except FileNotFoundError:
+        raise CommandExecutionError(f"{where}: {etcd['etcdctl']} is not installed on {node}; the control-plane state "
+                                    f"installs it: salt {node} state.apply kubernetes.etcd_client") from None
+    except subprocess.TimeoutExpired:
+        raise CommandExecutionError(f"{where}: no answer in {timeout} s: the endpoints are down or etcd has "
+                                    "no quorum") from None
     if check and result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise CommandExecutionError(f"etcdctl {' '.join(args)} on {','.join(endpoints)} failed: {last}")
+        raise CommandExecutionError(f"{where} failed: {explain(result.stderr)}")
     return result
 
 
@@ -90,6 +116,48 @@ def leader(endpoints=None, tls=True):
     leader_id = format(leaders.pop(), "x")
     name = next((m["name"] for m in members(endpoints, tls) if m["id"] == leader_id), None)
     return {"id": leader_id, "name": name}
+
+
+def membership_problems(member_list, health_by_url, control_planes, peer_port):
+    """Every member compared with the description's control planes (pure): a member that is
+    no control plane, or that does not answer healthy, and a control plane that is no member,
+    each with the safe way out. ``control_planes``: [{name, address}]."""
+    wanted = {f"{n['address']}:{peer_port}": n["name"] for n in control_planes}
+    problems, seen = [], set()
+    for member in member_list:
+        label = member["name"] or f"(unstarted {member['id']})"
+        peer = next(iter(member["peer_urls"]), "?")
+        node = next((wanted[h] for h in map(_host_port, member["peer_urls"]) if h in wanted), None)
+        healthy = any(health_by_url.get(u, {}).get("healthy") for u in member["client_urls"])
+        remove = (f"remove it with `salt <a healthy control plane> etcd_cluster.remove_member {peer}` "
+                  "(refused if the remaining members would lose quorum)")
+        if node is None:
+            problems.append(f"etcd member {label} ({peer}) is no control plane of the description: {remove}")
+        elif not healthy:
+            problems.append(f"etcd member {label} ({peer}) is not healthy: bring {node} back, or re-create it "
+                            f"(salt-cloud -d {node}, then orch.cluster), or {remove}")
+        seen.add(node)
+    problems += [f"{name} is no etcd member: orch.cluster joins it" for name in wanted.values() if name not in seen]
+    return problems
+
+
+def _host_port(url):
+    return urllib.parse.urlparse(url).netloc
+
+
+def membership():
+    """Every member with its health, and what is wrong with the membership (see
+    membership_problems): asked from this control plane.
+
+    CLI example: ``salt cp1 etcd_cluster.membership``"""
+    member_list, health_by_url = members(), health()
+    desc = __salt__["cluster_topology.description"]()
+    control_planes = [n for n in desc.get("nodes", []) if n.get("role") == "control_plane"]
+    peer_port = __salt__["cluster_topology.settings"]()["ports"]["etcd_peer"]
+    for member in member_list:
+        member["healthy"] = any(health_by_url.get(u, {}).get("healthy") for u in member["client_urls"])
+    return {"members": member_list, "health": health_by_url,
+            "problems": membership_problems(member_list, health_by_url, control_planes, peer_port)}
 
 
 def quorum_after_removal(member_list, healthy_client_urls, peer_url):

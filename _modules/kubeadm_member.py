@@ -283,11 +283,9 @@ def nodes():
 
 
 def cluster_health():
-    """From a control plane: etcd members by name with their health, and node readiness."""
-    members = __salt__["etcd_cluster.members"]()
-    health = __salt__["etcd_cluster.health"]()
-    etcd = {m["name"] or m["id"]: any(health.get(u, {}).get("healthy") for u in m["client_urls"]) for m in members}
-    return {"etcd": etcd, "nodes": nodes()}
+    """From a control plane: every etcd member with its health and the membership's problems
+    (etcd_cluster.membership), and node readiness."""
+    return {"etcd": __salt__["etcd_cluster.membership"](), "nodes": nodes()}
 
 
 def restart_apiserver():

@@ -57,13 +57,11 @@ def _api_health(desc, timeout=3):
 def _etcd(client, control_planes):
     """Ask control planes in turn until one answers for etcd."""
     for name in control_planes:
-        answers = _call(client, [name], "etcd_cluster.members")
-        members = answers.get(name)
-        if isinstance(members, list):
-            health = _call(client, [name], "etcd_cluster.health").get(name) or {}
+        membership = _call(client, [name], "etcd_cluster.membership").get(name)
+        if isinstance(membership, dict):
             lead = _call(client, [name], "etcd_cluster.leader").get(name) or {}
-            return {"asked": name, "members": members, "health": health, "leader": lead}
-        last = members
+            return dict(membership, asked=name, leader=lead)
+        last = membership
     return {"asked": None, "error": str(last) if control_planes else "no control plane in the description"}
 
 
@@ -121,6 +119,7 @@ def table(result):
             healthy = [h["healthy"] for url, h in etcd["health"].items() if url in member["client_urls"]]
             state = "healthy" if healthy and all(healthy) else "UNHEALTHY"
             lines.append(f"  {member['name'] or '(starting)':12} {state:10} {' '.join(member['peer_urls'])}")
+        lines += [f"  ! {problem}" for problem in etcd.get("problems", [])]
     nodes = result.get("nodes") or {}
     lines.append("")
     lines.append("nodes: " + (", ".join(f"{n} {r}" for n, r in sorted(nodes.items())) or "unavailable (no cluster yet?)"))

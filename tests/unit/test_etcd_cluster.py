@@ -83,7 +83,7 @@ def etcd_members(safe_dir, minion):
         {"name": "lb2", "role": "loadbalancer", "address": "127.0.0.12"},
         *[{"name": n, "role": "control_plane", "address": a} for n, a in zip(names, ADDRESSES)],
     ], api={"vip": "127.0.0.100", "prefix": 8})
-    node = minion(cluster, minion_id="cp1", lookup={"ports": {"etcd_client": port}, "etcd": {
+    node = minion(cluster, minion_id="cp1", lookup={"ports": {"etcd_client": port, "etcd_peer": port + 1}, "etcd": {
         "ca": str(pki / "ca.crt"), "cert": str(pki / "healthcheck-client.crt"),
         "key": str(pki / "healthcheck-client.key"), "timeout": 1}})
     deadline = time.monotonic() + 20
@@ -117,6 +117,8 @@ def test_removal_that_would_break_quorum_is_refused_and_a_dead_member_is_removed
     procs["cp3"].wait()
     health = node.call("etcd_cluster.health")
     assert health[f"https://127.0.0.23:{port}"]["healthy"] is False
+    problems = node.call("etcd_cluster.membership")["problems"]
+    assert len(problems) == 1 and problems[0].startswith(f"etcd member cp3 (http://127.0.0.23:{port + 1}) is not healthy")
     # Removing a healthy member now would leave 1 healthy of 2: refused, nothing changes.
     with pytest.raises(Exception) as refused:
         node.call("etcd_cluster.remove_member", f"http://127.0.0.22:{port + 1}")
@@ -145,3 +147,30 @@ def _members(n):
 def test_quorum_rule(size, healthy, target, safe):
     etcd = salt_render.load_module("etcd_cluster")
     assert etcd.quorum_after_removal(_members(size), healthy, target)[0] is safe
+
+
+def test_a_fourth_unknown_member_and_a_missing_control_plane_are_named_with_the_safe_removal():
+    etcd = salt_render.load_module("etcd_cluster")
+    control_planes = [{"name": f"cp{i}", "address": f"198.51.100.2{i}"} for i in (1, 2, 3)]
+    members = [{"id": f"{i}", "name": f"cp{i}", "peer_urls": [f"https://198.51.100.2{i}:2380"],
+                "client_urls": [f"https://198.51.100.2{i}:2379"]} for i in (1, 2)]
+    members.append({"id": "9f", "name": "old-cp", "peer_urls": ["https://198.51.100.29:2380"],
+                    "client_urls": ["https://198.51.100.29:2379"]})
+    health = {f"https://198.51.100.2{i}:2379": {"healthy": True} for i in (1, 2)}
+    problems = etcd.membership_problems(members, health, control_planes, 2380)
+    assert problems == [
+        "etcd member old-cp (https://198.51.100.29:2380) is no control plane of the description: remove it with "
+        "`salt <a healthy control plane> etcd_cluster.remove_member https://198.51.100.29:2380` (refused if the "
+        "remaining members would lose quorum)",
+        "cp3 is no etcd member: orch.cluster joins it"]
+    assert etcd.membership_problems(members[:2], health, control_planes[:2], 2380) == []
+
+
+@pytest.mark.parametrize("stderr, cause", [
+    ("Error: context deadline exceeded", "no answer in time: the endpoints are down or etcd has no quorum"),
+    ("x509: certificate signed by unknown authority", "TLS failed"),
+    ("dial tcp 127.0.0.1:2379: connect: connection refused", "nothing listens on the endpoints"),
+    ("open /etc/kubernetes/pki/etcd/ca.crt: no such file or directory", "a certificate file is missing"),
+])
+def test_etcdctl_failures_are_explained(stderr, cause):
+    assert salt_render.load_module("etcd_cluster").explain(stderr).startswith(cause)

@@ -1,0 +1,20 @@
+{#- etcdctl on a control plane: kubeadm runs etcd in a static pod, so the host has no client.
+    The distribution's etcd-client (the v3 API the checks use is the same in etcd 3.4 and 3.5),
+    held so that an apt upgrade never changes it under the checks. #}
+{%- from 'k8sha/map.jinja' import settings with context %}
+{%- set etcd = settings.etcd %}
+
+{%- if etcd.client_repo %}
+etcd-client-apt-repository:
+  pkgrepo.managed:
+    - name: deb [trusted=yes] {{ etcd.client_repo }} /
+    - file: /etc/apt/sources.list.d/k8sha-etcd-client.list
+    - require_in:
+      - pkg: etcd-client-package
+{%- endif %}
+
+etcd-client-package:
+  pkg.installed:
+    - name: {{ etcd.client_package }}
+    - hold: True
+    - update_holds: True
