@@ -9,15 +9,17 @@ run on the cluster, and the session always ends with lab down.
 
 import os
 import re
+import shutil
 import subprocess
 import threading
 import time
 
 import pytest
 
-from lab_session import LAB_CLI, Lab, lab_unavailable, master, machine
+from lab_session import LAB_CLI, Lab, lab_unavailable, master, machine, pillar_with_api_port
 
 LAST = "test_lab_down_leaves_nothing_behind"
+PILLAR_DIR = "/run/k8sha-lab-test-pillar"  # the tier's description (API port 16443); on tmpfs, gone at reboot
 # A VIP equal to a control plane's address: the description is invalid.
 BAD_PILLAR = '{"cluster": {"api": {"vip": "198.51.100.21"}}}'
 
@@ -65,11 +67,12 @@ class JoinMaterialWatcher(threading.Thread):
 def lab():
     lab = Lab()
     started = time.monotonic()
+    lab.pillar_dir = pillar_with_api_port(PILLAR_DIR)
     # K8SHA_LAB_REUSE=1 (development only): keep a lab that is already up, and leave it up.
     reuse = os.environ.get("K8SHA_LAB_REUSE") == "1" and lab.all_up()
     if not reuse:
         subprocess.run([LAB_CLI, "down"], check=False)
-        subprocess.run([LAB_CLI, "up"], check=True)
+        subprocess.run([LAB_CLI, "up", "--pillar-dir", str(lab.pillar_dir)], check=True)
         lab.bad_pillar_run = orch(f"pillar={BAD_PILLAR}", timeout=300)
         lab.machines_after_bad_run = [m.name for m in machine.all_machines()]
     watcher = JoinMaterialWatcher(lab.join_material_dir)
@@ -85,4 +88,5 @@ def lab():
     yield lab
     if not reuse:
         subprocess.run([LAB_CLI, "down"], check=False)
+        shutil.rmtree(PILLAR_DIR, ignore_errors=True)
     print(f"\nlab tier: {time.monotonic() - started:.1f} s in all")

@@ -1,9 +1,12 @@
 """Helpers of the lab tier: the Lab handle the tests use, and when the tier cannot run."""
 
 import os
+import pathlib
 import shutil
 import sys
 import time
+
+import yaml
 
 import salt_render
 
@@ -16,6 +19,19 @@ from lablib import config, machine, master, net, secgroups  # noqa: E402,F401
 
 LOAD_BALANCERS = ("lb1", "lb2")
 VIP = salt_render.description()["api"]["vip"]
+# The lab tier builds its cluster on a non-default API port: every consumer of the port (HAProxy,
+# kubeadm, firewalld, security groups, beacons, checks) must read it from the description.
+API_PORT = 16443
+
+
+def pillar_with_api_port(directory, port=API_PORT):
+    """A copy of pillar/ (join material left out) whose description serves the API on ``port``."""
+    shutil.copytree(REPO / "pillar", directory, dirs_exist_ok=True, ignore=shutil.ignore_patterns("join"))
+    path = pathlib.Path(directory) / "cluster.sls"
+    description = yaml.safe_load(path.read_text())
+    description["cluster"]["api"]["port"] = port
+    path.write_text(yaml.safe_dump(description, sort_keys=False))
+    return pathlib.Path(directory)
 
 
 def lab_unavailable():
@@ -32,7 +48,11 @@ def lab_unavailable():
 class Lab:
     started = None
     bad_pillar_run = machines_after_bad_run = None
-    join_material_dir = REPO / "pillar" / "secrets" / "join"
+    pillar_dir = None  # set by the session fixture
+
+    @property
+    def join_material_dir(self):
+        return self.pillar_dir / "secrets" / "join"
 
     @staticmethod
     def failed_states(run):
@@ -88,7 +108,7 @@ class Lab:
 
     def through_vip(self, path="/healthz"):
         """A client request from the master's namespace to the VIP."""
-        result = master.in_master_ns("curl", "-sk", "--max-time", "2", f"https://{VIP}:6443{path}", check=False)
+        result = master.in_master_ns("curl", "-sk", "--max-time", "2", f"https://{VIP}:{API_PORT}{path}", check=False)
         return result.stdout if result.returncode == 0 else None
 
 

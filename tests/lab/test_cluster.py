@@ -10,7 +10,7 @@ import time
 
 import yaml
 
-from lab_session import REPO, VIP, config, master
+from lab_session import API_PORT, REPO, VIP, config, master, secgroups
 
 CONTROL_PLANES = ("cp1", "cp2", "cp3")
 NODES = ("cp1", "cp2", "cp3", "worker1")
@@ -106,6 +106,68 @@ def admin_credentials(lab, directory):
     return paths["admin.crt"], paths["admin.key"]
 
 
+def test_the_api_is_served_on_the_descriptions_port_everywhere(lab):
+    """The tier's description puts the API on 16443: HAProxy, kubeadm, firewalld and the
+    security groups all followed it (the cluster above was built and answers through it)."""
+    assert lab.through_vip("/healthz") == "ok"
+    assert f"bind {VIP}:{API_PORT}" in lab.machine("lb1").exec("cat", "/etc/haproxy/haproxy.cfg").stdout
+    zone = lab.machine("cp1").exec("firewall-cmd", "--zone=k8sha", "--list-ports").stdout.split()
+    assert f"{API_PORT}/tcp" in zone and "6443/tcp" not in zone
+    config = lab.machine("cp1").exec("cat", "/etc/kubernetes/k8sha-kubeadm.yaml").stdout
+    assert f"bindPort: {API_PORT}" in config and f'controlPlaneEndpoint: "{VIP}:{API_PORT}"' in config
+    rules = secgroups.load()["groups"]["k8sha-control-plane"]
+    assert {r["port_range_min"] for r in rules if r["port_range_min"] in (6443, API_PORT)} == {API_PORT}
+
+
+def test_etcdctl_comes_from_the_control_plane_state_not_the_image(lab):
+    for name in CONTROL_PLANES:
+        box = lab.machine(name)
+        assert box.exec("dpkg-query", "-W", "-f=${Status}", "etcd-client").stdout == "install ok installed"
+        assert "etcd-client" in box.exec("apt-mark", "showhold").stdout.split()
+    for name in ("lb1", "worker1"):  # made from the same image, no control-plane state
+        assert lab.machine(name).exec("sh", "-c", "command -v etcdctl", check=False).returncode != 0
+
+
+def etcdctl(lab, *args):
+    pki = "/etc/kubernetes/pki/etcd"
+    return lab.machine("cp1").exec("env", "ETCDCTL_API=3", "etcdctl", "--endpoints=https://198.51.100.21:2379",
+                                   f"--cacert={pki}/ca.crt", f"--cert={pki}/healthcheck-client.crt",
+                                   f"--key={pki}/healthcheck-client.key", *args)
+
+
+def test_a_fourth_etcd_member_fails_verify_and_is_flagged_with_its_safe_removal(lab):
+    peer = "https://198.51.100.29:2380"
+    etcdctl(lab, "member", "add", "cp9", f"--peer-urls={peer}")
+    try:
+        data, code = master.salt_json("salt-run", "state.orch", "orch.verify", timeout=300)
+        assert code != 0
+        comments = json.dumps(data)
+        assert "is no control plane of the description" in comments and f"etcd_cluster.remove_member {peer}" in comments
+        status, _ = master.salt_json("salt-run", "cluster.status")
+        flagged = [p for p in status["etcd"]["problems"] if peer in p]
+        print("\ncluster.status with a fourth member:", *status["etcd"]["problems"], sep="\n  ")
+        assert len(status["etcd"]["members"]) == 4 and flagged
+        table, _ = master.salt_json("salt-run", "cluster.status", "format=table")
+        assert "! etcd member (unstarted" in table and peer in table
+    finally:
+        removed = lab.salt("cp1", "etcd_cluster.remove_member", peer)["cp1"]
+    assert removed["removed"] is True, removed
+    _, code = master.salt_json("salt-run", "state.orch", "orch.verify", timeout=300)
+    assert code == 0
+
+
+def test_a_version_change_on_the_built_cluster_is_refused_and_changes_nothing(lab):
+    before = lab.machine("cp2").exec("dpkg-query", "-W", "-f=${Version}", "kubeadm").stdout
+    result = lab.salt("cp2", "state.apply", "kubernetes.packages",
+                      'pillar={"cluster": {"kubernetes": {"version": "1.32"}}}')["cp2"]
+    comments = [s["comment"] for s in result.values() if s.get("result") is False]
+    print("\nthe refusal:", *comments, sep="\n  ")
+    assert any("cluster.kubernetes.version: '1.32', but cp2 is a member of the cluster with kubeadm 1.31.2" in c
+               for c in comments), result
+    assert not any(s.get("changes") for s in result.values())
+    assert lab.machine("cp2").exec("dpkg-query", "-W", "-f=${Version}", "kubeadm").stdout == before
+
+
 def test_losing_the_etcd_leader_keeps_the_api_answering_writes(lab):
     """The seed's goal: power off a control plane (the etcd leader, the worst one) while a
     client writes through the VIP at 10/s. The API keeps answering, etcd keeps its quorum,
@@ -117,7 +179,7 @@ def test_losing_the_etcd_leader_keeps_the_api_answering_writes(lab):
         cert, key = admin_credentials(lab, tmp)
         probe = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{config.MASTER_NS}", "--", str(REPO / ".venv/bin/python"),
-             str(REPO / "bench/probe.py"), "--host", VIP, "--duration", "30", "--interval", "0.1",
+             str(REPO / "bench/probe.py"), "--host", VIP, "--port", str(API_PORT), "--duration", "30", "--interval", "0.1",
              "--timeout", "3", "--write", "lab-writes", "--cert", cert, "--key", key],
             stdout=subprocess.PIPE, text=True)
         time.sleep(8)

@@ -9,7 +9,7 @@ import json
 import subprocess
 import time
 
-from lab_session import LAB_CLI, LOAD_BALANCERS, REPO, VIP, config, master
+from lab_session import API_PORT, LAB_CLI, LOAD_BALANCERS, REPO, VIP, config, master
 
 CONTROL_PLANES = ("cp1", "cp2", "cp3")
 
@@ -97,7 +97,8 @@ def test_a_destroyed_control_plane_is_recreated_by_salt_cloud_and_rejoins(lab):
     human step; the API answers through the VIP throughout."""
     prober = subprocess.Popen(
         ["nsenter", f"--net=/run/netns/{config.MASTER_NS}", "--", str(REPO / ".venv/bin/python"),
-         str(REPO / "bench/probe.py"), "--host", VIP, "--duration", "300", "--interval", "0.2"],
+         str(REPO / "bench/probe.py"), "--host", VIP, "--port", str(API_PORT), "--duration", "300",
+         "--interval", "0.2"],
         stdout=subprocess.PIPE, text=True)
     subprocess.run([LAB_CLI, "salt-cloud", "-y", "-d", "cp3"], check=True, capture_output=True)
     assert not lab.machine("cp3").running

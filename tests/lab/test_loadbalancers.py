@@ -5,7 +5,7 @@ the timeouts below only bound how long a broken system is waited for."""
 import subprocess
 import time
 
-from lab_session import LOAD_BALANCERS, VIP, master, net, secgroups
+from lab_session import API_PORT, LOAD_BALANCERS, VIP, master, net, secgroups
 
 
 def test_exactly_one_load_balancer_holds_the_vip(lab):
@@ -107,7 +107,7 @@ def test_security_groups_drop_what_they_do_not_allow_and_firewalld_rejects_behin
         assert secgroups.dropped("lb1") > before
         print(f"\ncp1 -> lb1:8080: curl exit {dropped.returncode} (timed out); lb1's port dropped "
               f"{secgroups.dropped('lb1') - before} packets")
-        allowed = cp1.exec("curl", "-sk", "--max-time", "3", f"https://{VIP}:6443/healthz", check=False)
+        allowed = cp1.exec("curl", "-sk", "--max-time", "3", f"https://{VIP}:{API_PORT}/healthz", check=False)
         assert allowed.stdout == "ok", allowed
         # An operator opens 8080 in the group: firewalld on lb1 still rejects it.
         opened = dict(groups, **{"k8sha-loadbalancer": groups["k8sha-loadbalancer"] + [
@@ -131,7 +131,7 @@ def test_a_worker_cannot_reach_etcd_and_the_master_reaches_only_what_the_groups_
     # server of a control plane is not (only the load balancers and control planes reach it).
     ssh = master.in_master_ns("curl", "-s", "--max-time", "3", "telnet://198.51.100.21:22", check=False)
     assert ssh.returncode in (7, 56), ssh
-    api = master.in_master_ns("curl", "-sk", "--max-time", "3", "https://198.51.100.21:6443/healthz", check=False)
+    api = master.in_master_ns("curl", "-sk", "--max-time", "3", f"https://198.51.100.21:{API_PORT}/healthz", check=False)
     assert api.returncode == 28, api
 
 
