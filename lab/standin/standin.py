@@ -190,9 +190,17 @@ class Etcd:
         return json.loads(base64.b64decode(kvs[0]["value"])) if kvs else None
 
     def list(self, prefix):
-        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-        kvs = self.call("/v3/kv/range", {"key": _b64(prefix), "range_end": _b64(end)}).get("kvs", [])
-        return [json.loads(base64.b64decode(kv["value"])) for kv in kvs]
+        return [obj for obj, _ in self.range(prefix, prefix=True)[0]]
+
+    def range(self, key, prefix=False):
+        """([(object, its mod_revision)], the store's revision): what an API server needs for
+        resourceVersion."""
+        body = {"key": _b64(key)}
+        if prefix:
+            body["range_end"] = _b64(key[:-1] + chr(ord(key[-1]) + 1))
+        answer = self.call("/v3/kv/range", body)
+        items = [(json.loads(base64.b64decode(kv["value"])), kv.get("mod_revision", "0")) for kv in answer.get("kvs", [])]
+        return items, answer.get("header", {}).get("revision", "0")
 
     def put(self, key, value):
         self.call("/v3/kv/put", {"key": _b64(key), "value": _b64(json.dumps(value))})

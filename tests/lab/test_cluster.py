@@ -119,6 +119,22 @@ def test_the_api_is_served_on_the_descriptions_port_everywhere(lab):
     assert {r["port_range_min"] for r in rules if r["port_range_min"] in (6443, API_PORT)} == {API_PORT}
 
 
+def test_the_real_kubectl_reads_the_cluster_through_the_vip(lab):
+    box = lab.machine("cp1")
+    assert "Client Version: v1.36" in box.exec("kubectl", "version", "--client").stdout
+    admin = ("kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf")
+    assert f"server: https://{VIP}:{API_PORT}" in box.exec("cat", "/etc/kubernetes/admin.conf").stdout
+    wide = box.exec(*admin, "get", "nodes", "-o", "wide").stdout
+    readyz = box.exec(*admin, "get", "--raw", "/readyz").stdout
+    print(f"\nkubectl get nodes -o wide (through {VIP}:{API_PORT}):\n{wide}kubectl get --raw /readyz: {readyz}")
+    rows = {line.split()[0]: line.split() for line in wide.splitlines()[1:]}
+    assert sorted(rows) == sorted(NODES) and all(rows[n][1] == "Ready" for n in NODES)
+    assert rows["cp1"][2] == "control-plane" and rows["worker1"][2] == "<none>" and rows["cp2"][5] == "198.51.100.22"
+    assert readyz == "ok"
+    leases = box.exec(*admin, "get", "leases", "-n", "kube-node-lease", "-o", "name").stdout.split()
+    assert sorted(leases) == sorted(f"lease.coordination.k8s.io/{n}" for n in NODES)
+
+
 def test_etcdctl_comes_from_the_control_plane_state_not_the_image(lab):
     for name in CONTROL_PLANES:
         box = lab.machine(name)

