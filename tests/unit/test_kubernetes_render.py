@@ -14,8 +14,8 @@ import yaml
 from salt_render import description
 
 
-def node(minion, cluster, minion_id, mods):
-    rendered = minion(cluster, minion_id=minion_id)
+def node(minion, cluster, minion_id, mods, lookup=None):
+    rendered = minion(cluster, minion_id=minion_id, lookup=lookup)
     return rendered, rendered.show_sls(*mods)
 
 
@@ -46,8 +46,8 @@ def test_containerd_config_passes_containerd_and_uses_the_systemd_cgroup_driver(
     assert subprocess.run([str(checker), str(broken)], capture_output=True).returncode != 0
 
 
-def kubeadm_documents(minion, cluster, minion_id="cp1"):
-    cp, states = node(minion, cluster, minion_id, ["kubernetes.control_plane"])
+def kubeadm_documents(minion, cluster, minion_id="cp1", lookup=None):
+    cp, states = node(minion, cluster, minion_id, ["kubernetes.control_plane"], lookup)
     return {doc["kind"]: doc for doc in yaml.safe_load_all(cp.render_file(state_args(states, "kubernetes-kubeadm-config")))}
 
 
@@ -155,3 +155,22 @@ def test_join_material_reaches_only_the_joining_node_and_the_control_planes(mini
             {"k8sha_join": {"worker1": {"token": "abcdef.0123456789abcdef"}}}))
         seen[minion_id] = sorted(node.call("pillar.items", unmask=True).get("k8sha_join", {}))
     assert seen == {"worker1": ["worker1"], "worker2": [], "cp2": ["worker1"], "lb1": []}
+
+
+def test_kubeadm_configuration_takes_every_port_from_the_settings(minion):
+    """kubeadm's defaults render nothing extra; other ports reach etcd, the controller manager,
+    the scheduler and the kubelet (k8sha:ports, the same numbers the firewall opens)."""
+    docs = kubeadm_documents(minion, description())
+    assert "extraArgs" not in docs["ClusterConfiguration"]["etcd"]["local"]
+    assert docs["KubeletConfiguration"]["port"] == 10250
+    ports = {"etcd_client": 12379, "etcd_peer": 12380, "kubelet": 11250, "controller_manager": 11257, "scheduler": 11259}
+    docs = kubeadm_documents(minion, description(), lookup={"ports": ports})
+    cluster = docs["ClusterConfiguration"]
+    args = {a["name"]: a["value"] for a in cluster["etcd"]["local"]["extraArgs"]}
+    assert args["listen-client-urls"] == "https://127.0.0.1:12379,https://198.51.100.21:12379"
+    assert args["advertise-client-urls"] == "https://198.51.100.21:12379"
+    assert args["listen-peer-urls"] == "https://198.51.100.21:12380"
+    assert args["initial-advertise-peer-urls"] == "https://198.51.100.21:12380"
+    assert cluster["controllerManager"]["extraArgs"] == [{"name": "secure-port", "value": "11257"}]
+    assert cluster["scheduler"]["extraArgs"] == [{"name": "secure-port", "value": "11259"}]
+    assert docs["KubeletConfiguration"]["port"] == 11250
