@@ -174,3 +174,10 @@ def test_a_fourth_unknown_member_and_a_missing_control_plane_are_named_with_the_
 ])
 def test_etcdctl_failures_are_explained(stderr, cause):
     assert salt_render.load_module("etcd_cluster").explain(stderr).startswith(cause)
+
+
+def test_a_missing_etcdctl_names_the_node_and_the_state_that_installs_it(minion):
+    node = minion(salt_render.description(), minion_id="cp1", lookup={"etcd": {"etcdctl": "/nonexistent/etcdctl"}})
+    with pytest.raises(Exception, match=r"/nonexistent/etcdctl is not installed on cp1; the control-plane state "
+                                        r"installs it: salt cp1 state.apply kubernetes.etcd_client"):
+        node.call("etcd_cluster.members")
