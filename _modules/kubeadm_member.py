@@ -14,6 +14,7 @@ CLI examples::
 """
 
 import hashlib
+import contextlib
 import json
 import os
 import re
@@ -182,21 +183,52 @@ def _material(node):
     return material
 
 
+@contextlib.contextmanager
+def _private_config(documents):
+    """kubeadm configuration documents that hold secrets, in a 0600 file of a 0700 directory
+    removed afterwards: secrets reach kubeadm through --config, never its command line."""
+    private = tempfile.mkdtemp(prefix="k8sha-kubeadm-")
+    try:
+        os.chmod(private, 0o700)
+        path = os.path.join(private, "kubeadm.yaml")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            yaml.safe_dump_all(documents, handle)
+        yield path
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def issuing_configuration(managed, node, material):
+    """The issuer's kubeadm documents for a join (pure): its managed ClusterConfiguration and an
+    InitConfiguration with the join's bootstrap token and, for a control plane, certificate key."""
+    init = dict(managed.get("InitConfiguration") or {"apiVersion": managed["ClusterConfiguration"]["apiVersion"],
+                                                      "kind": "InitConfiguration"})
+    init["bootstrapTokens"] = [{"token": material["token"], "ttl": material.get("ttl", "1h"),
+                                "description": f"k8sha: join of {node}", "usages": ["signing", "authentication"],
+                                "groups": ["system:bootstrappers:kubeadm:default-node-token"]}]
+    if material.get("control_plane"):
+        init["certificateKey"] = material["certificate_key"]
+    return [managed["ClusterConfiguration"], init]
+
+
 def register_join(node):
     """On a control plane: make the pillar's token for ``node`` valid and, for a control
     plane, upload the certificates encrypted with its fresh certificate key (they expire
-    after 2 hours). Returns only public facts (the token id)."""
+    after 2 hours). Both reach kubeadm in a private --config file. Returns only public facts."""
     material = _material(node)
     token, key = material["token"], material.get("certificate_key")
-    code, _, output = _kubeadm(["token", "create", token, "--ttl", material.get("ttl", "1h"),
-                                "--description", f"k8sha: join of {node}"], secrets=[token, key])
-    if code != 0:
-        _fail("token create", output)
-    if material.get("control_plane"):
-        code, _, output = _kubeadm(["init", "phase", "upload-certs", "--upload-certs", "--certificate-key", key],
-                                   secrets=[token, key])
+    with open(_settings()["kubeadm_config"]) as handle:
+        managed = {doc.get("kind"): doc for doc in yaml.safe_load_all(handle) if doc}
+    with _private_config(issuing_configuration(managed, node, material)) as path:
+        code, _, output = _kubeadm(["token", "create", "--config", path], secrets=[token, key])
         if code != 0:
-            _fail("init phase upload-certs", output)
+            _fail("token create", output)
+        if material.get("control_plane"):
+            code, _, output = _kubeadm(["init", "phase", "upload-certs", "--upload-certs", "--config", path],
+                                       secrets=[token, key])
+            if code != 0:
+                _fail("init phase upload-certs", output)
     return {"node": node, "token_id": token.split(".")[0], "control_plane": bool(material.get("control_plane")),
             "ttl": material.get("ttl", "1h")}
 
@@ -239,17 +271,9 @@ def join():
     config = join_configuration(topology["node"], material, topology["cluster"]["api"],
                                 topology["cluster"]["kubernetes"]["version"],
                                 __salt__["cluster_topology.settings"]()["kubernetes"]["cri_socket"])
-    private = tempfile.mkdtemp(prefix="k8sha-join-")
-    try:
-        os.chmod(private, 0o700)
-        path = os.path.join(private, "join.yaml")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            yaml.safe_dump(config, handle)
+    with _private_config([config]) as path:
         code, _, output = _kubeadm(["join", "--config", path],
                                    secrets=[material["token"], material.get("certificate_key")])
-    finally:
-        shutil.rmtree(private, ignore_errors=True)
     if code != 0:
         _fail("join", output)
     kind = "control plane" if material.get("control_plane") else "worker"

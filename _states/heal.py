@@ -108,6 +108,9 @@ def permitted(name, tag, role=None, sender=None, lock=None):
     heal = _settings()["heal"]
     lock_key = lock or f"{name}:{minion}"
     now = time.time()
+    if __opts__["test"]:  # a dry run takes no lock and writes nothing
+        __context__["k8sha_heal"] = {"lock": None, "token": None, "minion": minion, "tag": tag}
+        return _ret(name, None, f"{name} repair of {minion} would be considered (dry run: no lock taken)")
     with _store() as data:
         attempts = data["attempts"].get(f"{name}:{minion}", [])
         if recent_failures(attempts, now, heal["window"]) >= heal["max_attempts"]:
@@ -130,6 +133,8 @@ def build_locked(name="control_plane"):
     machines it creates must not start rejoins of nodes it is joining itself."""
     heal = _settings()["heal"]
     now = time.time()
+    if __opts__["test"]:
+        return _ret(name, None, f"orch.cluster would hold the {name} lock (dry run: not taken)")
     with _store() as data:
         held = data["locks"].get(name)
         # A build that stopped (a failed step) leaves its lock behind: the next build takes it over.
@@ -146,7 +151,7 @@ def build_locked(name="control_plane"):
 def unlocked(name):
     """Releases the lock ``permitted`` took in this run; another run's lock is left alone."""
     mine = __context__.get("k8sha_heal")
-    if not mine:
+    if not mine or not mine.get("lock"):
         return _ret(name, comment="no lock taken by this run")
     with _store() as data:
         held = data["locks"].get(mine["lock"])
@@ -161,6 +166,8 @@ def recorded(name, ok=True):
     minion = mine.get("minion")
     heal = _settings()["heal"]
     now = time.time()
+    if __opts__["test"]:
+        return _ret(name, None, f"the outcome of the {name} repair of {minion} would be recorded (dry run)")
     with _store() as data:
         attempts = [a for a in data["attempts"].get(f"{name}:{minion}", []) if now - a[0] < heal["window"]]
         attempts.append([now, bool(ok)])
@@ -238,6 +245,8 @@ def needed(name, check, detail=None):
     real, reason = _fault(check, mine.get("minion"), detail)
     if not real:
         return _ret(name, comment=f"nothing to repair: {reason}")
+    if __opts__["test"]:
+        return _ret(name, None, f"would repair: {reason}", changes={"fault": reason})
     return _ret(name, comment=reason, changes={"fault": reason})
 
 
@@ -245,6 +254,8 @@ def verified(name, check, detail=None, timeout=60):
     """After a repair: the fault is gone (re-checked until ``timeout``) and, for the load
     balancers' faults, the API answers /healthz through the VIP."""
     mine = __context__.get("k8sha_heal", {})
+    if __opts__["test"]:
+        return _ret(name, None, f"the repair of {mine.get('minion')} would be verified (dry run: nothing was repaired)")
     api = __salt__["cluster_topology.description"]()["api"]
     deadline = time.monotonic() + timeout
     while True:
@@ -282,6 +293,9 @@ def stale_etcd_member_removed(name):
             continue
         if not any(peer in m["peer_urls"] for m in members):
             return _ret(name, comment=f"no etcd member has peer URL {peer}")
+        if __opts__["test"]:
+            return _ret(name, None, f"would remove the etcd member {peer} through {other}, if quorum allows",
+                        {"removed": peer})
         answer = __salt__["saltutil.cmd"]([other], "etcd_cluster.remove_member", arg=[peer], tgt_type="list",
                                           timeout=60).get(other, {})
         if answer.get("retcode", 0) != 0:
@@ -297,6 +311,9 @@ def node_reset(name):
         return _ret(name, False, f"{name} does not answer kubeadm_member.status")
     if status["state"] != "half-joined":
         return _ret(name, comment=f"{name} is {status['state']}: no reset needed")
+    if __opts__["test"]:
+        return _ret(name, None, f"{name} is half-joined ({status['reason']}): would run kubeadm reset -f",
+                    {"reset": name})
     answer = __salt__["saltutil.cmd"]([name], "kubeadm_member.reset", tgt_type="list", timeout=300).get(name, {})
     if answer.get("retcode", 0) != 0:
         return _ret(name, False, f"kubeadm reset on {name} failed: {answer.get('ret')}")

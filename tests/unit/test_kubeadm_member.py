@@ -77,3 +77,19 @@ def test_a_version_change_on_a_member_is_refused_with_the_way_back():
     assert "kubeadm upgrade plan/apply" in refusal and "set cluster.kubernetes.version back to '1.31' or '1.31.2'" in refusal
     assert kubeadm_member.version_mismatch("1.31.2-1.1", "1.31.3", "cp1") is not None
     assert kubeadm_member.version_mismatch("1.31.2-1.1", "1.3", "cp1") is not None  # not a prefix of 1.31
+
+
+def test_the_issuer_gets_token_and_certificate_key_in_a_config_document_not_arguments():
+    managed = {"ClusterConfiguration": {"apiVersion": "kubeadm.k8s.io/v1beta4", "kind": "ClusterConfiguration"},
+               "InitConfiguration": {"apiVersion": "kubeadm.k8s.io/v1beta4", "kind": "InitConfiguration",
+                                     "localAPIEndpoint": {"advertiseAddress": "198.51.100.21", "bindPort": 6443}}}
+    material = {"token": "abcdef.0123456789abcdef", "control_plane": True, "certificate_key": "f" * 64, "ttl": "1h"}
+    cluster, init = kubeadm_member.issuing_configuration(managed, "cp2", material)
+    assert cluster is managed["ClusterConfiguration"]
+    assert init["bootstrapTokens"] == [{"token": "abcdef.0123456789abcdef", "ttl": "1h", "description": "k8sha: join of cp2",
+                                        "usages": ["signing", "authentication"],
+                                        "groups": ["system:bootstrappers:kubeadm:default-node-token"]}]
+    assert init["certificateKey"] == "f" * 64 and init["localAPIEndpoint"]["advertiseAddress"] == "198.51.100.21"
+    assert "bootstrapTokens" not in managed["InitConfiguration"]  # the managed file is left as it is
+    worker = kubeadm_member.issuing_configuration(managed, "worker1", dict(material, control_plane=False))[1]
+    assert "certificateKey" not in worker
