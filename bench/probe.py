@@ -5,7 +5,8 @@ lab (the master's network namespace); prints one JSON list [sent_at, ok, seconds
 Bounded: it stops by itself after DURATION seconds (or at SIGTERM, printing what it has).
 
 With --write NAME (and a client certificate of the cluster, --cert/--key) each request is
-instead a write: PUT of the config map NAME in namespace default, with a counter.
+instead a write: PUT of the config map NAME in namespace default, with a counter (the config
+map is created first, as the API server updates only what exists).
 """
 
 import argparse
@@ -17,12 +18,14 @@ import threading
 import time
 
 
-def request_bytes(write, number):
+def request_bytes(write, number, create=False):
     if not write:
         return b"GET /healthz HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n"
     body = json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": write, "namespace": "default"},
                        "data": {"counter": str(number)}}).encode()
-    return (f"PUT /api/v1/namespaces/default/configmaps/{write} HTTP/1.1\r\nHost: api\r\nConnection: close\r\n"
+    line = ("POST /api/v1/namespaces/default/configmaps" if create
+            else f"PUT /api/v1/namespaces/default/configmaps/{write}")
+    return (f"{line} HTTP/1.1\r\nHost: api\r\nConnection: close\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
 
 
@@ -62,6 +65,8 @@ def main():
         with lock:
             results.append(result)
 
+    if args.write:  # created once (201, or 409 when it exists), not counted
+        one_request(args.host, args.port, args.timeout, context, request_bytes(args.write, 0, create=True))
     stop = threading.Event()  # SIGTERM: stop sending, print what was measured
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     start = time.time()
