@@ -202,17 +202,18 @@ def test_losing_the_etcd_leader_keeps_the_api_answering_writes(lab):
         box.kill()
         lost_at = time.time()
         results = json.loads(probe.communicate(timeout=120)[0])
-    failed = [r for r in results if not r[1]]
-    after = [r for r in results if r[0] > lost_at + 10]
-    print(f"\nwrites: {len(results)}, failed {len(failed)} ({[r[3] for r in failed]}), leader {leader} lost")
-    assert len(results) >= 280
-    assert len(failed) <= 5, failed
-    assert after and all(r[1] for r in after), "writes through the VIP do not succeed after the loss"
     survivors = [n for n in CONTROL_PLANES if n != leader]
-    health = lab.salt(survivors[0], "etcd_cluster.health")[survivors[0]]
-    assert sum(1 for h in health.values() if h["healthy"]) == 2, health
-    # The machine comes back (same disk): etcd has its 3 healthy members again.
-    box.boot()
+    try:
+        failed = [r for r in results if not r[1]]
+        after = [r for r in results if r[0] > lost_at + 10]
+        print(f"\nwrites: {len(results)}, failed {len(failed)} ({[r[3] for r in failed][:10]}), leader {leader} lost")
+        assert len(results) >= 280
+        assert len(failed) <= 5, failed[:10]
+        assert after and all(r[1] for r in after), "writes through the VIP do not succeed after the loss"
+        health = lab.salt(survivors[0], "etcd_cluster.health")[survivors[0]]
+        assert sum(1 for h in health.values() if h["healthy"]) == 2, health
+    finally:  # the machine comes back (same disk), whatever failed: the scenarios after it need it
+        box.boot()
     lab.wait_for(lambda: sum(1 for h in lab.salt(survivors[0], "etcd_cluster.health")[survivors[0]].values()
                              if h["healthy"]) == 3, 120, f"{leader}'s etcd member healthy again", interval=2)
     lab.wait_for(lambda: master.salt_json("salt-run", "state.orch", "orch.verify")[1] == 0, 120,
