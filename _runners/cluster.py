@@ -7,13 +7,17 @@ CLI examples::
 
     salt-run cluster.status                 # structured
     salt-run cluster.status format=table    # for people
+    salt-run cluster.split_brain            # are two load balancers MASTER? (event when so)
 """
 
+import copy
 import pathlib
 import ssl
 import urllib.request
 
 import salt.client
+import salt.utils.dictupdate
+import salt.utils.event
 import yaml
 
 __virtualname__ = "cluster"
@@ -23,13 +27,19 @@ def __virtual__():
     return __virtualname__
 
 
+DEFAULTS = pathlib.Path(__file__).resolve().parents[1] / "salt" / "k8sha" / "defaults.yaml"
+
+
 def _description():
-    """The cluster description as the master serves it (pillar_roots/cluster.sls)."""
+    """The cluster description as the master serves it (pillar_roots/cluster.sls), over the
+    defaults (salt/k8sha/defaults.yaml) as the nodes see it."""
+    defaults = (yaml.safe_load(DEFAULTS.read_text()) or {}).get("cluster", {}) if DEFAULTS.exists() else {}
     for root in __opts__.get("pillar_roots", {}).get("base", []):
         path = pathlib.Path(root) / "cluster.sls"
         if path.exists():
-            return (yaml.safe_load(path.read_text()) or {}).get("cluster", {})
-    return {}
+            served = (yaml.safe_load(path.read_text()) or {}).get("cluster", {})
+            return salt.utils.dictupdate.merge(copy.deepcopy(defaults), served) if isinstance(served, dict) else {}
+    return defaults
 
 
 def _names(desc, role):
@@ -74,6 +84,29 @@ def _nodes(client, control_planes):
     return {}
 
 
+def split_brain_of(load_balancers):
+    """Whether more than one load balancer is VRRP MASTER or holds the VIP (pure), from each
+    LB's lb_status.summary as the master asked it."""
+    answered = {n: s for n, s in load_balancers.items() if isinstance(s, dict)}
+    masters = sorted(n for n, s in answered.items() if s["vrrp"]["state"] == "MASTER")
+    holders = sorted(n for n, s in answered.items() if s["vrrp"]["holds_vip"])
+    return {"split": len(masters) > 1 or len(holders) > 1, "masters": masters, "holders": holders}
+
+
+def split_brain():
+    """Ask every load balancer (the event that started this is only a hint) and, when more
+    than one is MASTER or holds the VIP, send <prefix>/keepalived/split_brain. Nothing is
+    changed: see README "Split brain" for why."""
+    desc = _description()
+    with salt.client.LocalClient(mopts=__opts__) as client:
+        found = split_brain_of(_call(client, _names(desc, "loadbalancer"), "lb_status.summary"))
+    if found["split"]:
+        prefix = (yaml.safe_load(DEFAULTS.read_text()) or {}).get("k8sha", {}).get("event_prefix", "k8sha")
+        with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as bus:
+            bus.fire_event(found, f"{prefix}/keepalived/split_brain")
+    return found
+
+
 def status(format="structured"):  # pylint: disable=redefined-builtin
     """
     The cluster's state. ``format=table`` returns the same as lines of text.
@@ -87,6 +120,7 @@ def status(format="structured"):  # pylint: disable=redefined-builtin
         "vip": desc.get("api", {}).get("vip"),
         "vip_holders": sorted(n for n, s in lbs.items() if isinstance(s, dict) and s["vrrp"]["holds_vip"]),
         "load_balancers": {n: lbs.get(n, "did not answer") for n in balancers},
+        "split_brain": split_brain_of(lbs),
         "etcd": _etcd(client, _names(desc, "control_plane")),
         "api": _api_health(desc),
         "nodes": _nodes(client, _names(desc, "control_plane")),
@@ -97,6 +131,10 @@ def status(format="structured"):  # pylint: disable=redefined-builtin
 def table(result):
     """Lines of text for `status` (pure function)."""
     lines = [f"cluster {result['cluster']}   VIP {result['vip']} held by {', '.join(result['vip_holders']) or 'NOBODY'}"]
+    split = result.get("split_brain") or {}
+    if split.get("split"):
+        lines.append(f"SPLIT BRAIN: MASTER on {', '.join(split['masters']) or '-'}, VIP on {', '.join(split['holders']) or '-'}"
+                     " (the load balancers do not hear each other's VRRP; see README: Split brain)")
     api = result["api"]
     lines.append(f"API through the VIP: {'healthy' if api['healthy'] else 'UNHEALTHY'} ({api['answer']})")
     lines.append("")

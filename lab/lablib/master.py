@@ -61,6 +61,7 @@ REACTORS = {
     "salt/beacon/*/k8sha_apiserver/unhealthy": "apiserver_unhealthy",
     "salt/minion/*/start": "node_back",
     "salt/presence/change": "node_lost",
+    "k8sha/keepalived/state": "keepalived_state",
 }
 
 

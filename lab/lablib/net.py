@@ -89,6 +89,16 @@ def lab_namespaces():
     return sorted(p.name for p in pathlib.Path("/run/netns").glob(f"{config.PREFIX}-*")) if pathlib.Path("/run/netns").exists() else []
 
 
+def drop_vrrp(drop):
+    """Cut (or restore) VRRP between the machines, as a broken network or a filtering cloud would."""
+    ns = config.SWITCH_NS
+    if drop:
+        run("ip", "netns", "exec", ns, "nft", "-f", "-", input=(
+            "table bridge k8shalab_novrrp {\n  chain forward { type filter hook forward priority -5; ip protocol vrrp drop; }\n}\n"))
+    else:
+        run("ip", "netns", "exec", ns, "nft", "delete", "table", "bridge", "k8shalab_novrrp", check=False)
+
+
 def drop_multicast(drop):
     """Make the bridge drop (or stop dropping) multicast, as many clouds do."""
     ns = config.SWITCH_NS

@@ -135,6 +135,28 @@ def test_a_worker_cannot_reach_etcd_and_the_master_reaches_only_what_the_groups_
     assert api.returncode == 28, api
 
 
+def test_cut_vrrp_makes_two_masters_and_the_master_reports_the_split_brain(lab):
+    lab.one_holder()
+    listener = subprocess.Popen(
+        master.salt_command("salt-run", "state.event", "tagmatch=k8sha/keepalived/split_brain", "count=1", "--out=json"),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(1)
+        net.drop_vrrp(True)
+        lab.wait_for(lambda: sorted(lab.vip_holders()) == list(LOAD_BALANCERS), 15, "both load balancers to take the VIP")
+        events, _ = listener.communicate(timeout=60)
+        status, _ = master.salt_json("salt-run", "cluster.status")
+        print(f"\nsplit brain event: {events.strip()}\ncluster.status: {status['split_brain']}")
+        assert "k8sha/keepalived/split_brain" in events and '"split": true' in events, events
+        assert '"lb1"' in events and '"lb2"' in events, events
+        assert status["split_brain"]["split"] is True and status["split_brain"]["masters"] == list(LOAD_BALANCERS)
+    finally:
+        listener.kill()
+        net.drop_vrrp(False)
+    assert lab.one_holder(timeout=30) in LOAD_BALANCERS
+    assert master.salt_json("salt-run", "cluster.status")[0]["split_brain"]["split"] is False
+
+
 def test_unicast_vrrp_keeps_working_when_the_network_drops_multicast(lab):
     net.drop_multicast(True)
     try:

@@ -43,3 +43,15 @@ def test_table_says_when_nobody_holds_the_vip_and_etcd_is_unavailable():
     text = runner().table({"cluster": "c", "vip": "v", "vip_holders": [], "api": {"healthy": False, "answer": "timeout"},
                            "load_balancers": {}, "etcd": {"asked": None, "error": "no answer"}})
     assert "held by NOBODY" in text and "UNHEALTHY (timeout)" in text and "etcd: unavailable (no answer)" in text
+
+
+def test_two_masters_or_two_vip_holders_are_a_split_brain_and_the_table_says_so():
+    module = runner()
+    split = module.split_brain_of({"lb1": lb("MASTER", True, []), "lb2": lb("MASTER", True, []), "lb3": "did not answer"})
+    assert split == {"split": True, "masters": ["lb1", "lb2"], "holders": ["lb1", "lb2"]}
+    healthy = module.split_brain_of({"lb1": lb("MASTER", True, []), "lb2": lb("BACKUP", False, [])})
+    assert healthy["split"] is False
+    text = module.table({"cluster": "c", "vip": "v", "vip_holders": ["lb1", "lb2"], "split_brain": split,
+                         "api": {"healthy": True, "answer": "ok"}, "load_balancers": {},
+                         "etcd": {"asked": None, "error": "x"}})
+    assert text.splitlines()[1].startswith("SPLIT BRAIN: MASTER on lb1, lb2, VIP on lb1, lb2")
