@@ -11,8 +11,11 @@ CLI examples::
     salt cp1 etcd_cluster.remove_member https://198.51.100.23:2380   (the peer port: k8sha:ports:etcd_peer)
 """
 
+import hashlib
 import json
+import os
 import subprocess
+import time
 import urllib.parse
 
 from salt.exceptions import CommandExecutionError
@@ -158,6 +161,24 @@ def membership():
         member["healthy"] = any(health_by_url.get(u, {}).get("healthy") for u in member["client_urls"])
     return {"members": member_list, "health": health_by_url,
             "problems": membership_problems(member_list, health_by_url, control_planes, peer_port)}
+
+
+def snapshot(directory="/var/lib/k8sha/etcd-snapshots"):
+    """On a control plane: ``etcdctl snapshot save`` from this node's own member, checked with
+    ``snapshot status``. Returns its path, sha256, revision, keys and size.
+
+    CLI example: ``salt cp1 etcd_cluster.snapshot``"""
+    port = __salt__["cluster_topology.settings"]()["ports"]["etcd_client"]
+    address = next(n["address"] for n in __salt__["cluster_topology.description"]()["nodes"]
+                   if n["name"] == __opts__["id"])
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    path = os.path.join(directory, f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{__opts__['id']}.db")
+    _etcdctl(["snapshot", "save", path], [f"https://{address}:{port}"])
+    status = json.loads(_etcdctl(["snapshot", "status", path], [f"https://{address}:{port}"], tls=False).stdout)
+    with open(path, "rb") as handle:
+        digest = hashlib.sha256(handle.read()).hexdigest()
+    return {"path": path, "sha256": digest, "revision": status.get("revision"), "keys": status.get("totalKey"),
+            "size": os.path.getsize(path)}
 
 
 def quorum_after_removal(member_list, healthy_client_urls, peer_url):

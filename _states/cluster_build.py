@@ -339,6 +339,12 @@ def joined(name, nodes=None):
         issuer = _issuer(control_planes)
     except RuntimeError as exc:
         return _ret(name, False, str(exc))
+    joining = [n for n in pending if roles[n] == "control_plane"]
+    if joining:  # a control plane's join adds an etcd member: a snapshot first, or no join
+        snapshot = __states__["etcd_snapshot.taken"](name, reason=f"the join of {', '.join(joining)}",
+                                                      exclude=joining)
+        if not snapshot["result"]:
+            return _ret(name, False, snapshot["comment"])
     return _join(name, pending, roles, issuer)
 
 

@@ -276,6 +276,8 @@ def lost_reported(name, lost=()):
     if not lost:
         return _ret(name, comment="no minion lost")
     roles = {m: (_node(m) or {}).get("role", "unknown") for m in lost}
+    if __opts__["test"]:
+        return _ret(name, None, f"would report the loss of {', '.join(lost)} (dry run)")
     _event("node_lost", {"lost": lost, "roles": roles, "action": "none: repaired when it answers again"})
     return _ret(name, comment=f"lost: {', '.join(f'{m} ({r})' for m, r in roles.items())}; nothing done until they answer")
 

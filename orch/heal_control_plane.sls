@@ -40,11 +40,21 @@ heal-control-plane-needed:
     - require:
       - heal-control-plane-modules-synced
 
+heal-control-plane-etcd-snapshot-taken:
+  etcd_snapshot.taken:
+    - name: {{ minion | json }}
+    - reason: the rejoin of {{ minion }} (member removal, reset, member add)
+    - exclude: [{{ minion | json }}]
+    - onchanges:
+      - heal-control-plane-needed
+
 heal-control-plane-stale-member-removed:
   heal.stale_etcd_member_removed:
     - name: {{ minion | json }}
     - onchanges:
       - heal-control-plane-needed
+    - require:
+      - heal-control-plane-etcd-snapshot-taken
 
 heal-control-plane-node-reset:
   heal.node_reset:
@@ -95,6 +105,7 @@ heal-control-plane-failed:
     - name: control_plane
     - ok: False
     - onfail:
+      - heal-control-plane-etcd-snapshot-taken
       - heal-control-plane-stale-member-removed
       - heal-control-plane-node-reset
       - heal-control-plane-role-applied

@@ -45,6 +45,8 @@ def master_config(pillar_dir=None):
         # project's engine accepts them (README: Run it on OpenStack, enrolment).
         "engines": [{"k8sha_enrolment": {}}],
         "auth_events_autosign_grains": ["pend", "denied"],
+        # etcd snapshots taken before membership changes are copied to the master (cp.push).
+        "file_recv": True,
         # The lab has no DNS: no name lookups for grains (each would wait for a timeout).
         "enable_fqdns_grains": False,
         # pillar/top.sls adds pillar/lab.sls (stand-in package source, the host's kernel).

@@ -35,6 +35,9 @@ def test_orch_cluster_builds_a_healthy_cluster_from_nothing(lab):
     for node in ("cp2", "cp3"):
         assert states[f"control-plane-{node}-joined"]["changes"] == {node: "joined"}
     assert states["workers-joined"]["changes"] == {"worker1": "joined"}
+    # Each control-plane join (an etcd member added) was preceded by a snapshot kept on the master.
+    snapshots = sorted((config.MASTER_DIR / "cache" / "k8sha-etcd-snapshots").glob("*.db"))
+    assert len(snapshots) >= 2 and all(p.stat().st_mode & 0o077 == 0 for p in snapshots), snapshots
     status, _ = master.salt_json("salt-run", "cluster.status")
     assert sorted(m["name"] for m in status["etcd"]["members"]) == list(CONTROL_PLANES)
     assert [h["healthy"] for h in status["etcd"]["health"].values()] == [True] * 3

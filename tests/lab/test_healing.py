@@ -100,6 +100,8 @@ def test_a_destroyed_control_plane_is_recreated_by_salt_cloud_and_rejoins(lab):
          str(REPO / "bench/probe.py"), "--host", VIP, "--port", str(API_PORT), "--duration", "300",
          "--interval", "0.2"],
         stdout=subprocess.PIPE, text=True)
+    snapshots = config.MASTER_DIR / "cache" / "k8sha-etcd-snapshots"
+    before = set(snapshots.glob("*.db"))
     subprocess.run([LAB_CLI, "salt-cloud", "-y", "-d", "cp3"], check=True, capture_output=True)
     assert not lab.machine("cp3").running
     subprocess.run([LAB_CLI, "salt-cloud", "-p", "lab-control-plane", "cp3"], check=True, capture_output=True)
@@ -113,6 +115,14 @@ def test_a_destroyed_control_plane_is_recreated_by_salt_cloud_and_rejoins(lab):
     lab.wait_for(rejoined, 240, "cp3 rejoined with 3 healthy etcd members", interval=3)
     print(f"\ncp3 rejoined {time.monotonic() - recreated:.0f} s after it was re-created")
     assert lab.salt("cp3", "kubeadm_member.status")["cp3"]["state"] == "member"
+    # Before the stale member was removed, a snapshot of etcd was taken on a healthy member and kept
+    # on the master (0600); it is a valid etcd snapshot.
+    taken = sorted(set(snapshots.glob("*.db")) - before)
+    print(f"snapshot before the membership change: {taken}")
+    assert taken and not taken[0].name.endswith("-cp3.db") and taken[0].stat().st_mode & 0o077 == 0
+    status = subprocess.run(["etcdctl", "snapshot", "status", str(taken[0]), "-w", "json"], capture_output=True,
+                            text=True, env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"})
+    assert status.returncode == 0 and json.loads(status.stdout)["totalKey"] > 0, status.stderr
     prober.terminate()
     results = json.loads(prober.communicate(timeout=30)[0])
     failed = [r for r in results if not r[1]]
@@ -120,3 +130,66 @@ def test_a_destroyed_control_plane_is_recreated_by_salt_cloud_and_rejoins(lab):
     lab.wait_for(lambda: master.salt_json("salt-run", "state.orch", "orch.verify")[1] == 0, 120,
                  "orch.verify to pass", interval=5)
 
+
+
+UNITS = {"loadbalancer": ("haproxy", "keepalived", "firewalld"),
+         "control_plane": ("k8sha-standin-apiserver", "k8sha-standin-etcd", "kubelet", "containerd", "firewalld"),
+         "worker": ("kubelet", "containerd", "firewalld")}
+ROLES = {"lb1": "loadbalancer", "lb2": "loadbalancer", "cp1": "control_plane", "cp2": "control_plane",
+         "cp3": "control_plane", "worker1": "worker"}
+
+
+def machines_state(lab, since):
+    """What a dry run must not touch: etcd's members, when every daemon last started, the files
+    under /etc and the project's helpers changed since ``since``, the master's repair records."""
+    members = sorted(m["id"] for m in lab.salt("cp1", "etcd_cluster.members")["cp1"])
+    units, changed = {}, {}
+    for name, role in ROLES.items():
+        box = lab.machine(name)
+        units[name] = box.exec("systemctl", "show", "-p", "ActiveEnterTimestampMonotonic", "-p", "NRestarts",
+                               *UNITS[role]).stdout
+        changed[name] = box.exec("find", "/etc", "/usr/local/libexec/k8sha", "-type", "f", "-newermt", f"@{since}",
+                                 check=False).stdout.split()
+    records = sorted((config.MASTER_DIR / "cache" / "k8sha-heal").glob("*.json"))
+    return {"members": members, "units": units, "changed": changed, "records": [p.read_text() for p in records]}
+
+
+def dry_run(mods, tag=None, sender=None, lost=None):
+    pillar = {"heal": {"tag": tag, "sender": sender, **({"lost": lost} if lost else {})}}
+    data, _ = master.salt_json("salt-run", "state.orch", mods, "test=True", f"pillar={json.dumps(pillar)}", timeout=600)
+    states = next(iter(data.get("data", {}).values()), {}) if isinstance(data, dict) else {}
+    return {v.get("__id__"): v for v in states.values()} if isinstance(states, dict) else {}
+
+
+def test_dry_runs_of_the_build_and_of_every_repair_change_nothing_anywhere(lab):
+    """orch.cluster and every heal orchestration with test=True, on the built cluster, one of them
+    facing a real fault (a hand-edited haproxy.cfg on a load balancer whose beacons are off, so that
+    only the dry run sees it): no etcd membership change, no daemon restarted, no file changed."""
+    lb = lab.other(lab.one_holder())
+    config_path = "/etc/haproxy/haproxy.cfg"
+    lab.salt(lb, "beacons.disable")
+    box = lab.machine(lb)
+    box.exec("sh", "-c", f"echo '# drift by the dry-run test' >> {config_path}")
+    try:
+        since = int(time.time()) + 1
+        time.sleep(2)
+        before = machines_state(lab, since)
+        runs = {"orch.cluster": dry_run("orch.cluster"),
+                "orch.heal_haproxy": dry_run("orch.heal_haproxy", f"salt/beacon/{lb}/k8sha_haproxy/down", lb),
+                "orch.heal_keepalived": dry_run("orch.heal_keepalived", f"salt/beacon/{lb}/service/keepalived", lb),
+                "orch.heal_config": dry_run("orch.heal_config", f"salt/beacon/{lb}/inotify/{config_path}", lb),
+                "orch.heal_apiserver": dry_run("orch.heal_apiserver", "salt/beacon/cp2/k8sha_apiserver/unhealthy", "cp2"),
+                "orch.heal_control_plane": dry_run("orch.heal_control_plane", "salt/minion/cp3/start", "cp3"),
+                "orch.heal_node_lost": dry_run("orch.heal_node_lost", lost=["worker1"])}
+        after = machines_state(lab, since)
+        for mods, states in runs.items():
+            assert states, f"{mods} returned nothing"
+            print(f"\n{mods} (test=True): " + "; ".join(f"{k}: {v.get('result')}" for k, v in states.items()))
+        would = runs["orch.heal_config"]["heal-config-needed"]
+        assert would["result"] is None and "would repair" in would["comment"], would
+        assert after == before
+        assert "# drift by the dry-run test" in box.exec("cat", config_path).stdout  # not repaired by a dry run
+    finally:
+        lab.salt(lb, "state.apply", "haproxy")
+        lab.salt(lb, "beacons.enable")
+    assert "# drift by the dry-run test" not in box.exec("cat", config_path).stdout

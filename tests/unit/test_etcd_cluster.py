@@ -5,6 +5,8 @@ break quorum.
 """
 
 import datetime
+import hashlib
+import pathlib
 import ipaddress
 import shutil
 import signal
@@ -111,6 +113,15 @@ def test_members_health_and_leader_over_tls(etcd_members):
     assert node.call("etcd_cluster.leader")["name"] in ("cp1", "cp2", "cp3")
 
 
+def test_a_snapshot_is_saved_from_the_nodes_own_member_and_checked(etcd_members, tmp_path):
+    node, _, _ = etcd_members
+    snap = node.call("etcd_cluster.snapshot", str(tmp_path / "snapshots"))
+    data = pathlib.Path(snap["path"]).read_bytes()
+    assert snap["path"].startswith(str(tmp_path / "snapshots")) and snap["path"].endswith("-cp1.db")
+    assert snap["sha256"] == hashlib.sha256(data).hexdigest() and snap["size"] == len(data)
+    assert snap["keys"] > 0 and isinstance(snap["revision"], int)
+
+
 def test_removal_that_would_break_quorum_is_refused_and_a_dead_member_is_removed(etcd_members):
     node, procs, port = etcd_members
     procs["cp3"].kill()
@@ -181,3 +192,11 @@ def test_a_missing_etcdctl_names_the_node_and_the_state_that_installs_it(minion)
     with pytest.raises(Exception, match=r"/nonexistent/etcdctl is not installed on cp1; the control-plane state "
                                         r"installs it: salt cp1 state.apply kubernetes.etcd_client"):
         node.call("etcd_cluster.members")
+
+
+def test_snapshots_beyond_the_retention_are_pruned_oldest_first(tmp_path):
+    snapshots = salt_render.load("_states", "etcd_snapshot")
+    for stamp in ("20261130T100000Z", "20261130T110000Z", "20261130T120000Z"):
+        (tmp_path / f"{stamp}-cp1.db").write_bytes(b"x")
+    assert snapshots.kept(tmp_path, 2) == ["20261130T100000Z-cp1.db"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["20261130T110000Z-cp1.db", "20261130T120000Z-cp1.db"]
