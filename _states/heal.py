@@ -218,7 +218,13 @@ def _fault(check, minion, detail):
         status = _ask(minion, "kubeadm_member.status", timeout=60)
         if status is None:
             return False, f"{minion} does not answer: nothing is done until it does"
-        return status["state"] != "member", f"{minion}: {status['state']} ({status['reason']})"
+        if status["state"] == "member":
+            return False, f"{minion}: member ({status['reason']})"
+        member = _etcd_member(minion)
+        if member and member.get("healthy"):  # etcd's word over kubeadm's files (a manifest moved away)
+            return False, (f"{minion}: kubeadm's files say {status['state']} ({status['reason']}), but its etcd "
+                           f"member {member['name'] or member['id']} is healthy: left alone; put kubeadm's files back")
+        return True, f"{minion}: {status['state']} ({status['reason']})"
     raise ValueError(f"unknown check {check}")
 
 
@@ -237,6 +243,24 @@ def _apiserver_fault_seen_by_load_balancers(minion):
     if healthy:
         return False, f"/healthz of {minion} answers 200 from {', '.join(healthy)}"
     return True, f"/healthz of {minion} does not answer 200 from {', '.join(sorted(seen))}"
+
+
+def member_at(members, address, peer_port):
+    """The etcd member whose peer URL is ``address:peer_port``, or None (pure)."""
+    wanted = f"{address}:{peer_port}"
+    return next((m for m in members or [] if any(u.split("://", 1)[-1].rstrip("/") == wanted for u in m["peer_urls"])),
+                None)
+
+
+def _etcd_member(minion):
+    """``minion``'s etcd member with its health, as another control plane's etcd reports it."""
+    node = _node(minion)
+    peer_port = _settings()["ports"]["etcd_peer"]
+    for other in [n for n in __salt__["cluster_topology.members"]("control_plane") if n != minion]:
+        membership = _ask(other, "etcd_cluster.membership", timeout=60)
+        if isinstance(membership, dict):
+            return member_at(membership["members"], node["address"], peer_port)
+    return None
 
 
 def needed(name, check, detail=None):
@@ -295,6 +319,9 @@ def stale_etcd_member_removed(name):
             continue
         if not any(peer in m["peer_urls"] for m in members):
             return _ret(name, comment=f"no etcd member has peer URL {peer}")
+        member = _etcd_member(name)
+        if member and member.get("healthy"):  # never remove a healthy voting member
+            return _ret(name, False, f"refused: the etcd member {peer} of {name} is healthy; nothing was removed")
         if __opts__["test"]:
             return _ret(name, None, f"would remove the etcd member {peer} through {other}, if quorum allows",
                         {"removed": peer})

@@ -193,3 +193,26 @@ def test_dry_runs_of_the_build_and_of_every_repair_change_nothing_anywhere(lab):
         lab.salt(lb, "state.apply", "haproxy")
         lab.salt(lb, "beacons.enable")
     assert "# drift by the dry-run test" not in box.exec("cat", config_path).stdout
+
+
+def test_a_healthy_member_with_kubeadms_files_moved_away_is_left_alone(lab):
+    """A maintenance step (a static-pod manifest moved away) makes kubeadm's files look half-joined;
+    etcd, asked by the master through another control plane, says the member is healthy: the
+    rejoin removes no member and resets nothing."""
+    box = lab.machine("cp2")
+    manifest = "/etc/kubernetes/manifests/etcd.yaml"
+    box.exec("mv", manifest, "/root/etcd.yaml.moved")
+    try:
+        assert lab.salt("cp2", "kubeadm_member.status")["cp2"]["state"] == "half-joined"
+        data, _ = master.salt_json("salt-run", "state.orch", "orch.heal_control_plane",
+                                   'pillar={"heal": {"tag": "salt/minion/cp2/start", "sender": "cp2"}}', timeout=600)
+        states = {v["__id__"]: v for v in next(iter(data["data"].values())).values()}
+        needed = states["heal-control-plane-needed"]
+        print(f"\nrejoin of a healthy member: {needed['comment']}")
+        assert not needed["changes"] and "is healthy: left alone" in needed["comment"], needed
+        assert not any(s.get("changes") for s in states.values())
+        members = lab.salt("cp1", "etcd_cluster.membership")["cp1"]
+        assert sorted(m["name"] for m in members["members"] if m["healthy"]) == list(CONTROL_PLANES)
+    finally:
+        box.exec("mv", "/root/etcd.yaml.moved", manifest)
+    assert lab.salt("cp2", "kubeadm_member.status")["cp2"]["state"] == "member"

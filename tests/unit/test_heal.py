@@ -113,3 +113,12 @@ def test_each_reactor_only_starts_its_orchestration_with_tag_and_sender(minion, 
     assert args[0] == {"mods": orchestration}
     assert args[1]["pillar"]["heal"]["tag"] == tag
     assert args[1]["pillar"]["heal"]["sender"] == "lb1"
+
+
+def test_the_member_of_a_node_is_found_by_its_peer_url():
+    members = [{"name": "cp1", "peer_urls": ["https://198.51.100.21:2380"]},
+               {"name": "", "id": "9f", "peer_urls": ["https://198.51.100.22:2380/"]}]
+    assert heal.member_at(members, "198.51.100.21", 2380)["name"] == "cp1"
+    assert heal.member_at(members, "198.51.100.22", 2380)["id"] == "9f"
+    assert heal.member_at(members, "198.51.100.23", 2380) is None
+    assert heal.member_at(members, "198.51.100.21", 12380) is None
