@@ -97,8 +97,8 @@ def test_one_control_plane_repair_at_a_time_and_nothing_removed_without_a_quorum
     assert "cp2 is being repaired (control_plane)" in waited["heal-control-plane-permitted"]["comment"]
     assert heal_state(heal_dir)["locks"]["control_plane"]["token"] == "other"  # not released by this run
     # The lock expires, and cp1 is half-joined (its kubelet.conf is gone): a rejoin starts, but no
-    # other control plane answers for etcd, so nothing is removed, cp1 is not reset, and the repair
-    # stops, recorded as failed.
+    # other control plane answers for etcd: no snapshot can be taken, so nothing is removed, cp1 is
+    # not reset, and the repair stops, recorded as failed.
     state = heal_state(heal_dir)
     state["locks"]["control_plane"]["expires"] = time.time() - 1
     (heal_dir / "heal.json").write_text(json.dumps(state))
@@ -108,8 +108,10 @@ def test_one_control_plane_repair_at_a_time_and_nothing_removed_without_a_quorum
     finally:
         (kube_dir / "kubelet.conf").touch()
     assert tried["heal-control-plane-needed"]["changes"]
+    snapshot = tried["heal-control-plane-etcd-snapshot-taken"]
+    assert snapshot["result"] is False and "no control plane with a healthy etcd member" in snapshot["comment"]
     removal = tried["heal-control-plane-stale-member-removed"]
-    assert removal["result"] is False and "nothing was removed" in removal["comment"]
+    assert removal["result"] is False and not removal["changes"]  # never ran: its requisite failed
     assert tried["heal-control-plane-node-reset"]["result"] is False  # never ran: its requisite failed
     assert not tried["heal-control-plane-node-reset"]["changes"]
     assert all((kube_dir / name).exists() for name in ("pki/ca.crt", "manifests/etcd.yaml"))
