@@ -165,6 +165,10 @@ def test_dry_runs_of_the_build_and_of_every_repair_change_nothing_anywhere(lab):
     """orch.cluster and every heal orchestration with test=True, on the built cluster, one of them
     facing a real fault (a hand-edited haproxy.cfg on a load balancer whose beacons are off, so that
     only the dry run sees it): no etcd membership change, no daemon restarted, no file changed."""
+    def idle():  # a real repair still finishing (the rejoin above records and unlocks last) is not ours
+        records = [json.loads(p.read_text()) for p in (config.MASTER_DIR / "cache" / "k8sha-heal").glob("*.json")]
+        return all(not r.get("locks") for r in records)
+    lab.wait_for(idle, 300, "the repairs in progress to finish", interval=2)
     lb = lab.other(lab.one_holder())
     config_path = "/etc/haproxy/haproxy.cfg"
     lab.salt(lb, "beacons.disable")
