@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed-$(shell sha256sum requirements.lock | cut -c1-16)
 PYTEST := $(PY) -m pytest
 
-.PHONY: help setup host-packages venv unit integration lab test demo bench-failover bench-converge bench-heal lab-up lab-down clean
+.PHONY: help setup host-packages venv unit integration lab test demo bench-failover bench-converge bench-heal bench-storm lab-up lab-down clean
 
 help:
 	@echo "make setup        install host packages (root, Debian 12) and the Python venv"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench-failover  failover figures in the lab (about 20 min), bench/results/"
 	@echo "make bench-converge  orch.cluster times: first run, re-run, 1/3/6 workers (about 40 min)"
 	@echo "make bench-heal      time from fault to healthy again, per scenario (about 20 min)"
+	@echo "make bench-storm     1,000 events in 60 s with a real fault inside (about 10 min)"
 
 setup: host-packages venv
 
@@ -65,6 +66,9 @@ bench-converge: setup
 
 bench-heal: lab-up
 	$(PY) bench/heal.py
+
+bench-storm: lab-up
+	$(PY) bench/storm.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -73,7 +73,7 @@ def step(state, ok, fall, rise, now, remind):
 def beacon(config):
     config = salt.utils.beacons.list_to_dict(config)
     # Only a node kubeadm made a control plane runs an API server: before init or join (and
-    # after a reset) there is nothing to watch; a missing member is orch.heal_control_plane's.
+    # after a reset) there is nothing to watch; a missing member is the control_plane repair's (orch.heal).
     if not os.path.exists(config.get("manifest", MANIFEST)):
         __context__.pop("k8sha_apiserver.state", None)
         return []

@@ -460,7 +460,7 @@ def salt_master():
 def config_owners(role=None):
     """
     {managed config file: the SLS that writes it} for a role (default: this node's): the
-    drift beacon watches these files and orch.heal_config re-applies the owner.
+    drift beacon watches these files and the config repair (orch.heal) re-applies the owner.
 
     CLI example: ``salt-call cluster_topology.config_owners loadbalancer``
     """

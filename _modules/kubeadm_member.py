@@ -265,7 +265,7 @@ def join():
         return {"changed": False, "comment": f"{current['node']}: already a member"}
     if current["state"] == "half-joined":
         raise CommandExecutionError(f"{current['node']} is half-joined ({current['reason']}): run `kubeadm reset -f` "
-                                    "on it (orch.heal_control_plane does) before joining again; nothing was changed")
+                                    "on it (the control_plane repair, orch.heal, does) before joining again; nothing was changed")
     topology = __salt__["cluster_topology.view"]()
     material = _material(current["node"])
     config = join_configuration(topology["node"], material, topology["cluster"]["api"],

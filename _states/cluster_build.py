@@ -295,6 +295,8 @@ def _write_material(node, material):
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
+        # The writer's pid: material whose writer died (a master restart) is removed by heal.reconcile.
+        handle.write(__utils__["k8sha_heal.writer_line"]())
         handle.write("# Written by orch (cluster_build.joined) for one join; removed after it.\n")
         salt.utils.yaml.safe_dump({"k8sha_join": {node: material}}, handle, default_flow_style=False)
 
@@ -329,7 +331,7 @@ def joined(name, nodes=None):
     half = [f"{n} ({statuses[n]['reason']})" for n in nodes if statuses[n]["state"] == "half-joined"]
     if half:
         return _ret(name, False, f"half-joined: {'; '.join(half)}. Run `kubeadm reset -f` there "
-                                 "(orch.heal_control_plane does) and re-run; nothing was changed")
+                                 "(the control_plane repair, orch.heal, does) and re-run; nothing was changed")
     pending = [n for n in nodes if statuses[n]["state"] != "member"]
     if not pending:
         return _ret(name, comment=f"already members: {', '.join(nodes)}")

@@ -33,7 +33,7 @@ def _converge(name, action, verb):
     if current["state"] == "half-joined":
         ret["result"] = False
         ret["comment"] = (f"{current['node']} is half-joined: {current['reason']}. Run `kubeadm reset -f` on it "
-                          f"(orch.heal_control_plane does) and re-run; nothing was changed")
+                          f"(the control_plane repair, orch.heal, does) and re-run; nothing was changed")
         return ret
     if __opts__["test"]:
         ret["result"] = None

@@ -53,22 +53,35 @@ def master_config(pillar_dir=None):
         "k8sha_lab": True,
         # Events -> healing orchestrations (README: Events), as a production master would have them.
         "reactor": reactors(),
+        "schedule": schedule(),
     }
 
 
+FAULT_CATALOGUE = config.REPO / "salt" / "k8sha" / "faults.yaml"
+
+# Reactions besides the fault catalogue's events, which all go to reactor/fault.sls.
 REACTORS = {
-    "salt/beacon/*/k8sha_haproxy/down": "haproxy_down",
-    "salt/beacon/*/service/*": "service_stopped",
-    "salt/beacon/*/inotify/*": "config_drift",
-    "salt/beacon/*/k8sha_apiserver/unhealthy": "apiserver_unhealthy",
-    "salt/minion/*/start": "node_back",
     "salt/presence/change": "node_lost",
     "k8sha/keepalived/state": "keepalived_state",
+    "k8sha/heal/recheck": "heal_recheck",
 }
 
 
 def reactors():
-    return [{tag: [f"salt://reactor/{name}.sls"]} for tag, name in REACTORS.items()]
+    """The master's reactor list: every tag of the fault catalogue, then the others."""
+    faults = yaml.safe_load(FAULT_CATALOGUE.read_text())
+    tags = [{entry["tag"]: ["salt://reactor/fault.sls"]} for entry in faults.values()]
+    return tags + [{tag: [f"salt://reactor/{name}.sls"]} for tag, name in REACTORS.items()]
+
+
+# The master's schedule: the catalogue's checks on every node every few minutes (and once
+# when the master starts), so that a fault whose event was lost is repaired.
+RECONCILE_MINUTES = 5
+
+
+def schedule(minutes=RECONCILE_MINUTES):
+    return {"k8sha-reconcile": {"function": "heal.reconcile", "minutes": minutes, "run_on_start": True,
+                                "maxrunning": 1}}
 
 
 def write_config(pillar_dir=None):

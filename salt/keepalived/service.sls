@@ -5,7 +5,7 @@ include:
   - haproxy.service
 
 {#- The first layer of healing: systemd restarts a crashed keepalived within a second.
-    Salt (orch.heal_keepalived) starts one that was stopped or masked. #}
+    Salt (fault `keepalived`, orch.heal) starts one that was stopped or masked. #}
 keepalived-systemd-restart-dropin:
   file.managed:
     - name: /etc/systemd/system/{{ settings.keepalived.service }}.service.d/k8sha-restart.conf

@@ -1,7 +1,8 @@
 """
-Healing in the lab, both layers: systemd restarts what crashes; beacons -> reactors ->
-orchestrations repair what systemd cannot (a stopped daemon, a hand-edited config, a
-control-plane machine destroyed and re-created by salt-cloud), and refuse forged events.
+Healing in the lab, both layers: systemd restarts what crashes; beacons -> reactor ->
+heal.admit -> orch.heal repair what systemd cannot (a stopped daemon, a hand-edited config, a
+control-plane machine destroyed and re-created by salt-cloud, even across a master restart),
+and forged events change nothing.
 Times are measured in bench/heal.py; the timeouts here only bound a broken system.
 """
 
@@ -78,17 +79,46 @@ def etcd_health(lab, asked="cp1"):
     return answer if isinstance(answer, dict) else {}
 
 
-def test_a_forged_event_changes_nothing(lab):
+def master_log_since(offset):
+    return (config.MASTER_DIR / "log" / "master").read_text(errors="replace")[offset:]
+
+
+def master_log_size():
+    path = config.MASTER_DIR / "log" / "master"
+    return len(path.read_text(errors="replace")) if path.exists() else 0
+
+
+def test_forged_events_change_nothing(lab):
+    """Plain events carry the sender the master authenticated; batched events (the form beacons
+    use) carry whatever the minion wrote, id included. Either way the master acts only on what it
+    checks itself."""
     members = sorted(m["name"] for m in lab.salt("cp1", "etcd_cluster.members")["cp1"])
-    with EventLog("k8sha/heal/refused") as events:
+    apiserver_started = lab.machine("cp1").exec("systemctl", "show", "-p", "ActiveEnterTimestampMonotonic",
+                                                "k8sha-standin-apiserver").stdout
+    offset = master_log_size()
+    with EventLog("k8sha/heal/*") as events:
         # A worker claims that cp2 was replaced, and that its own API server is unhealthy.
         lab.salt("worker1", "event.send", "salt/minion/cp2/start")
         lab.salt("worker1", "event.send", "salt/beacon/worker1/k8sha_apiserver/unhealthy")
-        time.sleep(15)
+        # ... and, batched and in cp1's name, that cp1's API server is unhealthy.
+        forged = {"events": [{"tag": "salt/beacon/cp1/k8sha_apiserver/unhealthy", "data": {"id": "cp1"}}]}
+        lab.salt("worker1", "event.send", "ignored", f"preload={json.dumps(forged)}")
+        lab.wait_for(lambda: "heal: apiserver of cp1:" in master_log_since(offset), 90,
+                     "the master to check cp1 itself", interval=1)
+        time.sleep(3)
+    logged = [line.split("]", 1)[-1].strip() for line in master_log_since(offset).splitlines()
+              if "heal:" in line]
+    print("\nthe master's log:", *logged, sep="\n  ")
     assert "the event is about cp2 but was sent by worker1" in events.lines, events.lines
     assert "worker1 is a worker, this repair is for a control_plane" in events.lines, events.lines
+    assert any("apiserver repair of cp1 admitted" in line for line in logged), logged
+    assert any("apiserver of cp1: nothing to repair: /healthz of cp1 answers 200 from lb1, lb2" in line
+               for line in logged), logged
+    assert "k8sha/heal/apiserver/result" not in events.lines, events.lines  # no repair was made
     assert sorted(m["name"] for m in lab.salt("cp1", "etcd_cluster.members")["cp1"]) == members
     assert lab.salt("cp2", "kubeadm_member.status")["cp2"]["state"] == "member"
+    assert lab.machine("cp1").exec("systemctl", "show", "-p", "ActiveEnterTimestampMonotonic",
+                                   "k8sha-standin-apiserver").stdout == apiserver_started
 
 
 def test_a_destroyed_control_plane_is_recreated_by_salt_cloud_and_rejoins(lab):
@@ -132,6 +162,36 @@ def test_a_destroyed_control_plane_is_recreated_by_salt_cloud_and_rejoins(lab):
 
 
 
+def test_a_rejoin_cut_by_a_master_restart_completes_after_it_without_help(lab):
+    """cp2 is re-created; its rejoin starts from its start event. Once its stale etcd member is
+    removed (the rejoin is half-way), the salt-master is restarted: the run dies with it. The
+    master's reconciliation (run when it starts) finds cp2 no member, and the rejoin completes."""
+    subprocess.run([LAB_CLI, "salt-cloud", "-y", "-d", "cp2"], check=True, capture_output=True)
+    subprocess.run([LAB_CLI, "salt-cloud", "-p", "lab-control-plane", "cp2"], check=True, capture_output=True)
+
+    def member_names():
+        return sorted(m["name"] for m in lab.salt("cp1", "etcd_cluster.members").get("cp1") or [])
+    lab.wait_for(lambda: "cp2" not in member_names(), 180, "the rejoin to remove cp2's stale etcd member", interval=1)
+    offset = master_log_size()
+    master.stop()
+    master.start(pillar_dir=lab.pillar_dir)
+    restarted = time.monotonic()
+
+    def rejoined():
+        health = etcd_health(lab)
+        return (len(health) == 3 and all(h["healthy"] for h in health.values())
+                and member_names() == list(CONTROL_PLANES))
+    lab.wait_for(rejoined, 400, "cp2 rejoined after the master restart", interval=3)
+    print(f"\ncp2 rejoined {time.monotonic() - restarted:.0f} s after the master restart")
+    after = [line.split("]", 1)[-1].strip() for line in master_log_since(offset).splitlines() if "heal" in line]
+    print("the master's log after the restart:", *after[:12], sep="\n  ")
+    assert any("control_plane repair of cp2 admitted" in line and "reconciliation" in line for line in after), after
+    assert lab.salt("cp2", "kubeadm_member.status")["cp2"]["state"] == "member"
+    assert not list(lab.join_material_dir.glob("*.sls")), "no join material outlives its join"
+    lab.wait_for(lambda: master.salt_json("salt-run", "state.orch", "orch.verify")[1] == 0, 120,
+                 "orch.verify to pass", interval=5)
+
+
 UNITS = {"loadbalancer": ("haproxy", "keepalived", "firewalld"),
          "control_plane": ("k8sha-standin-apiserver", "k8sha-standin-etcd", "kubelet", "containerd", "firewalld"),
          "worker": ("kubelet", "containerd", "firewalld")}
@@ -154,21 +214,26 @@ def machines_state(lab, since):
     return {"members": members, "units": units, "changed": changed, "records": [p.read_text() for p in records]}
 
 
-def dry_run(mods, tag=None, sender=None, lost=None):
-    pillar = {"heal": {"tag": tag, "sender": sender, **({"lost": lost} if lost else {})}}
-    data, _ = master.salt_json("salt-run", "state.orch", mods, "test=True", f"pillar={json.dumps(pillar)}", timeout=600)
+def dry_run(mods, pillar=None):
+    args = [f"pillar={json.dumps(pillar)}"] if pillar else []
+    data, _ = master.salt_json("salt-run", "state.orch", mods, "test=True", *args, timeout=600)
     states = next(iter(data.get("data", {}).values()), {}) if isinstance(data, dict) else {}
     return {v.get("__id__"): v for v in states.values()} if isinstance(states, dict) else {}
 
 
+def repairs_idle():
+    """No live repair lock and no coalesced event waiting (heal.status)."""
+    data, _ = master.salt_json("salt-run", "heal.status")
+    status = data.get("data", data) if isinstance(data, dict) else {}
+    return isinstance(status, dict) and not status.get("locks") and not status.get("pending")
+
+
 def test_dry_runs_of_the_build_and_of_every_repair_change_nothing_anywhere(lab):
-    """orch.cluster and every heal orchestration with test=True, on the built cluster, one of them
-    facing a real fault (a hand-edited haproxy.cfg on a load balancer whose beacons are off, so that
-    only the dry run sees it): no etcd membership change, no daemon restarted, no file changed."""
-    def idle():  # a real repair still finishing (the rejoin above records and unlocks last) is not ours
-        records = [json.loads(p.read_text()) for p in (config.MASTER_DIR / "cache" / "k8sha-heal").glob("*.json")]
-        return all(not r.get("locks") for r in records)
-    lab.wait_for(idle, 300, "the repairs in progress to finish", interval=2)
+    """orch.cluster and the heal orchestration for every fault of the catalogue with test=True, on
+    the built cluster, one of them facing a real fault (a hand-edited haproxy.cfg on a load balancer
+    whose beacons are off, so that only the dry run sees it): no etcd membership change, no daemon
+    restarted, no file changed."""
+    lab.wait_for(repairs_idle, 300, "the repairs in progress to finish", interval=2)
     lb = lab.other(lab.one_holder())
     config_path = "/etc/haproxy/haproxy.cfg"
     lab.salt(lb, "beacons.disable")
@@ -179,17 +244,17 @@ def test_dry_runs_of_the_build_and_of_every_repair_change_nothing_anywhere(lab):
         time.sleep(2)
         before = machines_state(lab, since)
         runs = {"orch.cluster": dry_run("orch.cluster"),
-                "orch.heal_haproxy": dry_run("orch.heal_haproxy", f"salt/beacon/{lb}/k8sha_haproxy/down", lb),
-                "orch.heal_keepalived": dry_run("orch.heal_keepalived", f"salt/beacon/{lb}/service/keepalived", lb),
-                "orch.heal_config": dry_run("orch.heal_config", f"salt/beacon/{lb}/inotify/{config_path}", lb),
-                "orch.heal_apiserver": dry_run("orch.heal_apiserver", "salt/beacon/cp2/k8sha_apiserver/unhealthy", "cp2"),
-                "orch.heal_control_plane": dry_run("orch.heal_control_plane", "salt/minion/cp3/start", "cp3"),
-                "orch.heal_node_lost": dry_run("orch.heal_node_lost", lost=["worker1"])}
+                "haproxy": dry_run("orch.heal", {"heal": {"fault": "haproxy", "node": lb}}),
+                "keepalived": dry_run("orch.heal", {"heal": {"fault": "keepalived", "node": lb, "detail": "keepalived"}}),
+                "config": dry_run("orch.heal", {"heal": {"fault": "config", "node": lb, "detail": config_path}}),
+                "apiserver": dry_run("orch.heal", {"heal": {"fault": "apiserver", "node": "cp2"}}),
+                "control_plane": dry_run("orch.heal", {"heal": {"fault": "control_plane", "node": "cp3"}}),
+                "orch.heal_node_lost": dry_run("orch.heal_node_lost", {"heal": {"lost": ["worker1"]}})}
         after = machines_state(lab, since)
         for mods, states in runs.items():
             assert states, f"{mods} returned nothing"
             print(f"\n{mods} (test=True): " + "; ".join(f"{k}: {v.get('result')}" for k, v in states.items()))
-        would = runs["orch.heal_config"]["heal-config-needed"]
+        would = runs["config"]["heal-config-needed"]
         assert would["result"] is None and "would repair" in would["comment"], would
         assert after == before
         assert "# drift by the dry-run test" in box.exec("cat", config_path).stdout  # not repaired by a dry run
@@ -208,10 +273,10 @@ def test_a_healthy_member_with_kubeadms_files_moved_away_is_left_alone(lab):
     box.exec("mv", manifest, "/root/etcd.yaml.moved")
     try:
         assert lab.salt("cp2", "kubeadm_member.status")["cp2"]["state"] == "half-joined"
-        data, _ = master.salt_json("salt-run", "state.orch", "orch.heal_control_plane",
-                                   'pillar={"heal": {"tag": "salt/minion/cp2/start", "sender": "cp2"}}', timeout=600)
+        data, _ = master.salt_json("salt-run", "state.orch", "orch.heal",
+                                   'pillar={"heal": {"fault": "control_plane", "node": "cp2"}}', timeout=600)
         states = {v["__id__"]: v for v in next(iter(data["data"].values())).values()}
-        needed = states["heal-control-plane-needed"]
+        needed = states["heal-control_plane-needed"]
         print(f"\nrejoin of a healthy member: {needed['comment']}")
         assert not needed["changes"] and "is healthy: left alone" in needed["comment"], needed
         assert not any(s.get("changes") for s in states.values())

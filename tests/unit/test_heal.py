@@ -1,13 +1,21 @@
-"""The healing side, pure parts: which events may start a repair, the attempt window, the
-beacons' transitions; the beacons each role gets; the reactor files (one reaction each)."""
+"""The healing side, pure parts: the fault catalogue, which events may start a repair, locks,
+coalescing, damping and the attempt window, stale join material, the beacons' transitions;
+the beacons each role gets; the reactor files (one runner each) and the master's reactors."""
+
+import subprocess
+import sys
 
 import pytest
 import yaml
 
 import salt_render
 
+sys.path.insert(0, str(salt_render.REPO / "lab"))
+
 load = salt_render.load
-heal = load("_states", "heal")
+healing = load("_utils", "k8sha_heal")
+heal_check = load("_modules", "heal_check")
+FAULTS = healing.catalogue()
 haproxy_beacon = load("_beacons", "k8sha_haproxy")
 apiserver_beacon = load("_beacons", "k8sha_apiserver")
 CP1 = {"name": "cp1", "role": "control_plane"}
@@ -21,22 +29,104 @@ CP1 = {"name": "cp1", "role": "control_plane"}
     ("salt/presence/change", None),
 ])
 def test_the_node_an_event_is_about_comes_from_its_tag(tag, minion):
-    assert heal.minion_of(tag) == minion
+    assert healing.node_of(tag) == minion
+
+
+@pytest.mark.parametrize("tag, fault, detail", [
+    ("salt/beacon/lb1/k8sha_haproxy/down", "haproxy", None),
+    ("salt/beacon/lb1/service/keepalived", "keepalived", "keepalived"),
+    ("salt/beacon/lb1/service/sshd", None, None),
+    ("salt/beacon/cp2/inotify//etc/containerd/config.toml", "config", "/etc/containerd/config.toml"),
+    ("salt/beacon/cp1/k8sha_apiserver/unhealthy", "apiserver", None),
+    ("salt/minion/cp3/start", "control_plane", None),
+    ("salt/beacon/cp1/k8sha_apiserver/healthy", None, None),
+])
+def test_the_catalogue_names_the_fault_and_its_detail_from_the_tag(tag, fault, detail):
+    assert healing.fault_of(tag, FAULTS) == fault
+    assert (healing.detail_of(FAULTS[fault], tag) if fault else None) == detail
 
 
 def test_refusals_name_the_reason():
-    assert heal.refusal(CP1, "control_plane", "cp1", "cp1") is None
-    assert heal.refusal(CP1, None, "cp1", None) is None
-    assert "not a node" in heal.refusal(None, "control_plane", "cp9", "cp9")
-    assert heal.refusal({"name": "worker1", "role": "worker"}, "control_plane", "worker1", "worker1") == \
+    apiserver = FAULTS["apiserver"]
+    assert healing.refusal("apiserver", apiserver, "cp1", "control_plane") is None
+    assert healing.refusal("config", FAULTS["config"], "worker1", "worker") is None  # any role
+    assert "not a node" in healing.refusal("apiserver", apiserver, "cp9", None)
+    assert healing.refusal("apiserver", apiserver, "worker1", "worker") == \
         "worker1 is a worker, this repair is for a control_plane"
-    assert heal.refusal(CP1, "control_plane", "cp1", "worker1") == "the event is about cp1 but was sent by worker1"
+    assert healing.refusal(None, None, "cp1", "control_plane") == "no fault of the catalogue has this tag"
+
+
+@pytest.mark.parametrize("sender, note", [("cp1", "matches"), ("worker1", "mismatch"), (None, "missing"), ("", "missing")])
+def test_the_claimed_sender_is_recorded_as_a_hint(sender, note):
+    assert healing.sender_note("cp1", sender) == note
 
 
 def test_only_recent_failures_count():
     attempts = [[100, False], [500, True], [900, False], [950, False]]
-    assert heal.recent_failures(attempts, now=1000, window=600) == 2
-    assert heal.recent_failures(attempts, now=1000, window=1000) == 3
+    assert healing.recent_failures(attempts, now=1000, window=600) == 2
+    assert healing.recent_failures(attempts, now=1000, window=1000) == 3
+
+
+def test_a_held_lock_coalesces_events_which_come_back_once_each_when_it_frees(tmp_path):
+    with healing.store(str(tmp_path)) as data:
+        assert healing.claim(data, "haproxy:lb1", "lb1", 1000, 900, "mine") is None
+        held = healing.claim(data, "haproxy:lb1", "lb1", 1001, 900, "theirs")
+        assert held["token"] == "mine"
+        for at in (1001, 1002, 1003):
+            healing.coalesce(data, "haproxy:lb1", "haproxy", "lb1", at)
+        healing.coalesce(data, "haproxy:lb1", "config", "lb1", 1004, "/etc/haproxy/haproxy.cfg")
+        assert data["counts"]["coalesced"] == 4
+    with healing.store(str(tmp_path)) as data:  # kept on disk
+        assert healing.next_pending(data, "haproxy:lb1") == ("haproxy", "lb1", None)
+        assert healing.next_pending(data, "haproxy:lb1") == ("config", "lb1", "/etc/haproxy/haproxy.cfg")
+        assert healing.next_pending(data, "haproxy:lb1") is None
+        assert healing.release(data, "haproxy:lb1", "theirs") is False
+        assert healing.release(data, "haproxy:lb1", "mine") is True and not data["locks"]
+
+
+def test_a_lock_frees_when_its_process_is_gone_or_it_expires(tmp_path):
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        lock = {"minion": "cp3", "token": "t", "since": 0, "expires": 2000, "pid": child.pid,
+                "pid_start": healing.process_start(child.pid)}
+        assert healing.alive(lock, 1000)
+        assert not healing.alive(lock, 2001)
+        assert not healing.alive({**lock, "pid_start": lock["pid_start"] + 1}, 1000)  # the pid was reused
+    finally:
+        child.kill()
+        child.wait()
+    assert not healing.alive(lock, 1000)  # a master restart: its runs are gone, so are their locks
+
+
+def test_damping_spaces_repairs_and_spacing_spaces_checks_of_one_fault_on_one_node():
+    data = {"last_repair": {"haproxy:lb1": 1000}, "last_check": {"haproxy:lb1": 1010}}
+    assert healing.wait_after(data, "last_repair", "haproxy:lb1", 20, 1005) == 15
+    assert healing.wait_after(data, "last_repair", "haproxy:lb1", 20, 1030) == 0
+    assert healing.wait_after(data, "last_repair", "haproxy:lb2", 20, 1005) == 0
+    assert healing.wait_after(data, "last_check", "haproxy:lb1", 2, 1011) == 1
+
+
+def test_join_material_whose_writer_died_is_stale(tmp_path):
+    alive = tmp_path / "cp2.sls"
+    alive.write_text(healing.writer_line() + "k8sha_join: {}\n")
+    child = subprocess.Popen([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(salt_render.REPO / '_utils')!r}); "
+                              f"import k8sha_heal; open({str(tmp_path / 'cp3.sls')!r}, 'w').write(k8sha_heal.writer_line())"])
+    child.wait()
+    (tmp_path / "worker1.sls").write_text("k8sha_join: {}\n")  # no writer line: from before, stale
+    assert [p.name for p in healing.stale_join_files(tmp_path)] == ["cp3.sls", "worker1.sls"]
+
+
+def test_every_catalogue_entry_has_a_check_and_its_role_exists():
+    checks = set(load("_modules", "heal_check").CHECKS)
+    assert {e["check"] for e in FAULTS.values()} <= checks
+    assert {e["role"] for e in FAULTS.values()} <= {"any", "loadbalancer", "control_plane", "worker"}
+    with pytest.raises(ValueError, match="fault broken lacks"):
+        bad = salt_render.REPO / "tests" / "unit" / "_bad_faults.yaml"
+        try:
+            bad.write_text("broken: {tag: x}\n")
+            healing.catalogue(bad)
+        finally:
+            bad.unlink()
 
 
 def backends(*statuses, running=True):
@@ -91,34 +181,47 @@ def test_each_role_watches_its_daemons_and_the_files_salt_manages(minion, minion
         assert beacon_arg(body, "disable_during_state_run") is True
 
 
-@pytest.mark.parametrize("reactor, tag, orchestration", [
-    ("haproxy_down", "salt/beacon/lb1/k8sha_haproxy/down", "orch.heal_haproxy"),
-    ("service_stopped", "salt/beacon/lb1/service/keepalived", "orch.heal_keepalived"),
-    ("config_drift", "salt/beacon/lb1/inotify//etc/haproxy/haproxy.cfg", "orch.heal_config"),
-    ("apiserver_unhealthy", "salt/beacon/cp1/k8sha_apiserver/unhealthy", "orch.heal_apiserver"),
-    ("node_back", "salt/minion/cp3/start", "orch.heal_control_plane"),
-    ("node_lost", "salt/presence/change", "orch.heal_node_lost"),
+@pytest.mark.parametrize("reactor, tag, runner, args", [
+    ("fault", "salt/beacon/lb1/k8sha_haproxy/down", "heal.admit", {"tag": "salt/beacon/lb1/k8sha_haproxy/down", "sender": "lb1"}),
+    ("fault", "salt/minion/cp3/start", "heal.admit", {"tag": "salt/minion/cp3/start", "sender": "lb1"}),
+    ("heal_recheck", "k8sha/heal/recheck", "heal.recheck", {"lock": "control_plane"}),
+    ("keepalived_state", "k8sha/keepalived/state", "cluster.split_brain", None),
 ])
-def test_each_reactor_only_starts_its_orchestration_with_tag_and_sender(minion, reactor, tag, orchestration):
+def test_each_reactor_only_hands_the_event_to_one_runner(minion, reactor, tag, runner, args):
     text = (salt_render.REPO / "reactor" / f"{reactor}.sls").read_text()
-    data = {"id": "lb1", "lost": ["cp2"], "_stamp": "2026-01-01T00:00:00"}
+    data = {"id": "lb1", "lock": "control_plane", "_stamp": "2026-01-01T00:00:00"}
     rendered = minion(salt_render.description()).call(
         "file.apply_template_on_contents", contents=text, template="jinja",
         context={"tag": tag, "data": data}, defaults={}, saltenv="base")
     reaction = yaml.safe_load(rendered)
     assert len(reaction) == 1
     body = next(iter(reaction.values()))
-    assert list(body) == ["runner.state.orchestrate"]
-    args = body["runner.state.orchestrate"][0]["args"]
-    assert args[0] == {"mods": orchestration}
-    assert args[1]["pillar"]["heal"]["tag"] == tag
-    assert args[1]["pillar"]["heal"]["sender"] == "lb1"
+    assert list(body) == [f"runner.{runner}"]
+    if args is not None:
+        given = {}
+        for item in body[f"runner.{runner}"][0]["args"]:
+            given.update(item)
+        assert given == args
+
+
+def test_the_masters_reactors_cover_the_catalogue_and_nothing_else_reaches_a_repair():
+    from lablib import master as lab_master  # pylint: disable=import-outside-toplevel
+    reactions = {tag: files for item in lab_master.reactors() for tag, files in item.items()}
+    assert {t for t, f in reactions.items() if f == ["salt://reactor/fault.sls"]} == {e["tag"] for e in FAULTS.values()}
+    assert lab_master.master_config()["schedule"]["k8sha-reconcile"]["function"] == "heal.reconcile"
 
 
 def test_the_member_of_a_node_is_found_by_its_peer_url():
     members = [{"name": "cp1", "peer_urls": ["https://198.51.100.21:2380"]},
                {"name": "", "id": "9f", "peer_urls": ["https://198.51.100.22:2380/"]}]
-    assert heal.member_at(members, "198.51.100.21", 2380)["name"] == "cp1"
-    assert heal.member_at(members, "198.51.100.22", 2380)["id"] == "9f"
-    assert heal.member_at(members, "198.51.100.23", 2380) is None
-    assert heal.member_at(members, "198.51.100.21", 12380) is None
+    assert heal_check.member_at(members, "198.51.100.21", 2380)["name"] == "cp1"
+    assert heal_check.member_at(members, "198.51.100.22", 2380)["id"] == "9f"
+    assert heal_check.member_at(members, "198.51.100.23", 2380) is None
+    assert heal_check.member_at(members, "198.51.100.21", 12380) is None
+
+
+def test_the_readmes_remediation_table_is_the_catalogues():
+    readme = (salt_render.REPO / "README.md").read_text()
+    start = readme.index("<!-- remediation table: generated from salt/k8sha/faults.yaml")
+    table = readme[readme.index("\n", start) + 1:readme.index("<!-- end of the remediation table -->")].strip()
+    assert table == healing.remediation_table(FAULTS), "run python3 _utils/k8sha_heal.py and paste its table"

@@ -1,0 +1,229 @@
+"""
+The healing bookkeeping the master keeps (DESIGN.md §7), shared by the heal.admit runner,
+the heal states of orch/heal.sls and the reconciliation: the fault catalogue
+(salt/k8sha/faults.yaml), and one JSON file of attempts, locks, coalesced events and counts.
+
+A lock belongs to a process (its pid and start time): when that process is gone — a master
+restart, a killed salt-run — the lock is free at once, not after its expiry.
+
+Everything here is plain Python on explicit arguments, so that the runner, the states and the
+tests use the same rules.
+"""
+
+import contextlib
+import fcntl
+import fnmatch
+import json
+import os
+import pathlib
+
+import yaml
+
+CATALOGUE = pathlib.Path(__file__).resolve().parents[1] / "salt" / "k8sha" / "faults.yaml"
+FIELDS = ("summary", "tag", "role", "check", "repair", "verify", "lock", "damping", "handled")
+
+
+def catalogue(path=CATALOGUE):
+    """{fault: entry} from the catalogue, with every field checked (a bad entry is named)."""
+    data = yaml.safe_load(pathlib.Path(path).read_text()) or {}
+    for name, entry in data.items():
+        missing = [f for f in FIELDS if f not in entry]
+        if missing:
+            raise ValueError(f"{path}: fault {name} lacks {', '.join(missing)}")
+        if entry["lock"] not in ("node", "role"):
+            raise ValueError(f"{path}: fault {name}: lock must be node or role, not {entry['lock']!r}")
+    return data
+
+
+def fault_of(tag, faults):
+    """The name of the fault whose tag pattern matches ``tag``, or None."""
+    return next((name for name, entry in faults.items() if fnmatch.fnmatchcase(tag or "", entry["tag"])), None)
+
+
+def node_of(tag):
+    """The node an event is about: the third part of salt/beacon/<id>/... and salt/minion/<id>/start."""
+    parts = (tag or "").split("/")
+    return parts[2] if len(parts) > 2 and parts[0] == "salt" and parts[1] in ("beacon", "minion") else None
+
+
+def detail_of(entry, tag):
+    """What the check is about: the catalogue's fixed value, or the rest of the tag."""
+    detail = entry.get("detail")
+    if isinstance(detail, dict) and "tag_after" in detail:
+        return tag.split(detail["tag_after"], 1)[1] if tag and detail["tag_after"] in tag else None
+    return detail
+
+
+def lock_key(fault, entry, node):
+    """One repair at a time per fault and node, or per role (control planes: etcd changes one member at a time)."""
+    return entry["role"] if entry["lock"] == "role" else f"{fault}:{node}"
+
+
+def refusal(fault, entry, node, role):
+    """Why an event about ``node`` (whose role in the description is ``role``) cannot be a
+    ``fault``, or None (pure)."""
+    if fault is None:
+        return "no fault of the catalogue has this tag"
+    if node is None:
+        return "the tag names no node"
+    if role is None:
+        return f"{node} is not a node of the cluster description"
+    if entry["role"] != "any" and role != entry["role"]:
+        return f"{node} is a {role}, this repair is for a {entry['role']}"
+    return None
+
+
+def sender_note(node, sender):
+    """How the event's claimed sender relates to the node it is about (pure). Beacons send
+    batched events whose data the minion writes itself, id included: the sender is a hint,
+    recorded, never trusted."""
+    if not sender:
+        return "missing"
+    return "matches" if sender == node else "mismatch"
+
+
+def recent_failures(attempts, now, window):
+    return sum(1 for at, ok in attempts if not ok and now - at < window)
+
+
+# --- processes that hold locks -------------------------------------------------------------
+
+def process_start(pid):
+    """The start time of process ``pid`` (clock ticks since boot), or None if it does not exist."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def this_process():
+    return {"pid": os.getpid(), "pid_start": process_start(os.getpid())}
+
+
+def alive(lock, now):
+    """A lock holds while it has not expired and the process that took it still runs."""
+    if not lock or lock.get("expires", 0) <= now:
+        return False
+    if "pid" not in lock:
+        return True
+    return process_start(lock["pid"]) == lock.get("pid_start")
+
+
+# --- the store -----------------------------------------------------------------------------
+
+EMPTY = {"attempts": {}, "locks": {}, "pending": {}, "last_repair": {}, "last_check": {}, "counts": {}, "reported": {}}
+
+
+@contextlib.contextmanager
+def store(directory):
+    """The heal file (``directory``/heal.json), read and written under an exclusive lock."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    with open(os.path.join(directory, "heal.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = os.path.join(directory, "heal.json")
+        try:
+            with open(path) as handle:
+                data = json.load(handle)
+        except (OSError, ValueError):
+            data = {}
+        for key, empty in EMPTY.items():
+            data.setdefault(key, type(empty)())
+        yield data
+        with open(path + ".tmp", "w") as handle:
+            json.dump(data, handle)
+        os.replace(path + ".tmp", path)
+
+
+def count(data, what, n=1):
+    data["counts"][what] = data["counts"].get(what, 0) + n
+
+
+def claim(data, key, holder, now, ttl, token):
+    """Takes lock ``key`` for ``holder`` (a node or orch.cluster) unless a live one holds it:
+    returns the lock that stands in the way, or None when taken."""
+    held = data["locks"].get(key)
+    if alive(held, now):
+        return held
+    data["locks"][key] = {"minion": holder, "token": token, "since": now, "expires": now + ttl, **this_process()}
+    return None
+
+
+def release(data, key, token):
+    held = data["locks"].get(key)
+    if held and held.get("token") == token:
+        del data["locks"][key]
+        return True
+    return False
+
+
+def coalesce(data, key, fault, node, now, detail=None):
+    """Counts an event that arrived while ``key`` was held; it is re-checked once when it frees."""
+    pending = data["pending"].setdefault(key, {})
+    entry = pending.setdefault(f"{fault}:{node}:{detail or ''}",
+                               {"fault": fault, "node": node, "detail": detail, "events": 0, "since": now})
+    entry["events"] += 1
+    count(data, "coalesced")
+
+
+def next_pending(data, key):
+    """The oldest (fault, node, detail) coalesced under ``key``, removed from the list, or None."""
+    pending = data["pending"].get(key) or {}
+    if not pending:
+        data["pending"].pop(key, None)
+        return None
+    first = min(pending, key=lambda k: pending[k]["since"])
+    entry = pending.pop(first)
+    if not pending:
+        data["pending"].pop(key, None)
+    return entry["fault"], entry["node"], entry.get("detail")
+
+
+def wait_after(data, field, key, seconds, now):
+    """Seconds until ``seconds`` have passed since data[field][key] (0 when never): the damping
+    after a repair (field last_repair) and the spacing of two checks (field last_check)."""
+    last = data.get(field, {}).get(key)
+    return max(0.0, last + seconds - now) if last else 0.0
+
+
+# --- join material left by a run that died ---------------------------------------------------
+
+WRITER = "# writer:"
+
+
+def writer_line():
+    """The line join material files start with: which process wrote them."""
+    me = this_process()
+    return f"{WRITER} {me['pid']} {me['pid_start']}\n"
+
+
+def stale_join_files(directory):
+    """Join material files (secrets/join/<node>.sls) whose writer is no longer running: a
+    master restart or a killed run left them. Their tokens are still registered on the cluster."""
+    stale = []
+    for path in sorted(pathlib.Path(directory).glob("*.sls")):
+        first = path.read_text().splitlines()[:1]
+        fields = first[0].split() if first and first[0].startswith(WRITER) else []
+        if len(fields) == 4 and process_start(int(fields[2])) == (int(fields[3]) if fields[3] != "None" else None):
+            continue  # its writer runs: a join in progress
+        stale.append(path)
+    return stale
+
+
+# --- the README's remediation table ---------------------------------------------------------
+
+def remediation_table(faults):
+    """The README's remediation table, from the catalogue (tests/unit/test_heal.py keeps them equal)."""
+    lines = ["| Fault | Event (tag) | Role | The master's check | Repair | One at a time per | Damping |",
+             "|---|---|---|---|---|---|---|"]
+    for name, entry in faults.items():
+        repair = entry["repair"] if isinstance(entry["repair"], str) else \
+            ", ".join(f"{k}: {v}" for k, v in entry["repair"].items())
+        lines.append(f"| `{name}`: {entry['summary']} | `{entry['tag']}` | {entry['role']} | `{entry['check']}` | "
+                     f"`{repair}`: {entry['handled']} | {'role' if entry['lock'] == 'role' else 'node'} | "
+                     f"{entry['damping']} s |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(remediation_table(catalogue()))
