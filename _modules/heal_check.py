@@ -93,8 +93,18 @@ def _apiserver_unhealthy(minion, detail):
     return _apiserver_fault_seen_by_load_balancers(minion)
 
 
-def _control_plane_rejoin(minion, detail):
+def _status(minion):
+    """kubeadm_member.status of ``minion``. A machine salt-cloud just made answers but has not
+    synced the project's modules yet: they are synced first (not in a dry run)."""
     status = _ask(minion, "kubeadm_member.status", timeout=60)
+    if status is None and not __opts__.get("test") and _ask(minion, "test.ping", timeout=10) is True:
+        __salt__["saltutil.cmd"]([minion], "saltutil.sync_modules", tgt_type="list", timeout=60)
+        status = _ask(minion, "kubeadm_member.status", timeout=60)
+    return status
+
+
+def _control_plane_rejoin(minion, detail):
+    status = _status(minion)
     if status is None:
         return False, f"{minion} does not answer: nothing is done until it does"
     if status["state"] == "member":

@@ -18,6 +18,7 @@ CLI examples::
 
     salt-run heal.status                  # locks, coalesced events, counts
     salt-run heal.reconcile               # check every node now
+    salt-run heal.clean_join_material     # join material of runs that died: removed, token revoked
     salt-run heal.admit tag=salt/beacon/lb1/k8sha_haproxy/down sender=lb1
 """
 
@@ -222,7 +223,7 @@ def reconcile():
     if building:  # the build converges every node itself; its nodes are half-made meanwhile
         log.info("heal.reconcile: orch.cluster is building the cluster: nothing checked")
         return {"skipped": "orch.cluster is building the cluster"}
-    cleaned = _stale_join_material_removed(functions)
+    cleaned = sorted(clean_join_material()["removed"])
     found, started = [], []
     faults = functions["heal_check.catalogue"]()
     for fault, node, detail in functions["heal_check.reconcile_targets"]():
@@ -245,22 +246,31 @@ def _found(functions, check, node, detail):
     return ([(detail, result["reason"])] if result["real"] else []), result["reason"]
 
 
-def _stale_join_material_removed(functions):
+def clean_join_material():
+    """Join material (secrets/join/<node>.sls) whose writer is gone — a master restart or a
+    killed run in the middle of a join — is removed and its token revoked on a control plane.
+    heal.reconcile runs this first."""
+    functions = _functions()
     root = __opts__["pillar_roots"]["base"][0]
-    removed = []
+    removed = {}
     for path in _util("stale_join_files")(os.path.join(root, "secrets", "join")):
-        node = os.path.basename(path)[:-4]
-        token_id = _token_id(path)
+        node, token_id = os.path.basename(path)[:-4], _token_id(path)
         os.unlink(path)
-        removed.append(node)
-        if token_id:
-            for issuer in functions["cluster_topology.members"]("control_plane"):
-                answer = functions["saltutil.cmd"]([issuer], "kubeadm_member.revoke_join", arg=[token_id],
-                                                   tgt_type="list", timeout=30).get(issuer, {})
-                if answer.get("retcode", 1) == 0:
-                    break
-        log.info("heal.reconcile: join material of %s left by a run that died: removed, its token revoked", node)
-    return removed
+        revoked_on = _revoked_on(functions, token_id) if token_id else None
+        removed[node] = f"token {token_id} revoked on {revoked_on}" if revoked_on else \
+            "its token could not be revoked (no control plane did): it expires with its TTL"
+        log.info("heal: join material of %s left by a run that died: removed; %s", node, removed[node])
+    return {"removed": removed}
+
+
+def _revoked_on(functions, token_id):
+    """The control plane that deleted token ``token_id`` (the public half), or None."""
+    for issuer in functions["cluster_topology.members"]("control_plane"):
+        answer = functions["saltutil.cmd"]([issuer], "kubeadm_member.revoke_join", arg=[token_id],
+                                           tgt_type="list", timeout=30).get(issuer, {})
+        if answer.get("retcode", 1) == 0:
+            return issuer
+    return None
 
 
 def _token_id(path):
