@@ -104,18 +104,22 @@ def _status(minion):
 
 
 def _control_plane_rejoin(minion, detail):
+    """A control plane is a member when etcd says so (its member, as another control plane's etcd
+    lists it, and that member's health), never from kubeadm's files alone."""
     status = _status(minion)
     if status is None:
         return False, f"{minion} does not answer: nothing is done until it does"
-    if status["state"] == "member":
-        return False, f"{minion}: member ({status['reason']})"
     answered, member = etcd_member(minion)
     if not answered:  # no cluster to rejoin (not built yet), or none of the others answers
         return False, f"{minion}: {status['state']}, but no other control plane reports an etcd cluster: nothing to rejoin"
-    if member and member.get("healthy"):  # etcd's word over kubeadm's files (a manifest moved away)
-        return False, (f"{minion}: kubeadm's files say {status['state']} ({status['reason']}), but its etcd "
-                       f"member {member['name'] or member['id']} is healthy: left alone; put kubeadm's files back")
-    return True, f"{minion}: {status['state']} ({status['reason']})"
+    files = f"kubeadm's files: {status['state']} ({status['reason']})"
+    if member and member.get("healthy"):
+        note = "" if status["state"] == "member" else "; put kubeadm's files back"
+        return False, f"{minion}: member: etcd member {member['name'] or member['id']} is healthy ({files}){note}"
+    if member and status["state"] == "member":
+        return False, (f"{minion}: etcd member {member['name'] or member['id']} is not healthy but {files}: "
+                       "etcd restarting is not a rejoin; left alone")
+    return True, f"{minion}: {'no etcd member' if not member else 'etcd member not healthy'}; {files}"
 
 
 CHECKS = {

@@ -95,19 +95,26 @@ def permitted(name, node, token=None, detail=None):
     return _ret(name, comment=f"{name} repair of {node} permitted (lock {key})")
 
 
-def build_locked(name="control_plane"):
+def build_locked(name="control_plane", wait=300):
     """orch.cluster holds the control-plane lock while it builds: the start events of the
-    machines it creates must not start rejoins of nodes it is joining itself."""
-    heal, now = _settings()["heal"], time.time()
+    machines it creates must not start rejoins of nodes it is joining itself. A repair that
+    holds the lock (a rejoin, or a check of a start event) is waited for, up to ``wait`` s."""
+    heal = _settings()["heal"]
     if __opts__["test"]:
         return _ret(name, None, f"orch.cluster would hold the {name} lock (dry run: not taken)")
-    token = secrets.token_hex(8)
-    with _store() as data:
-        held = __utils__["k8sha_heal.claim"](data, name, "orch.cluster", now, heal["lock_ttl"], token)
-    if held:
-        return _ret(name, False, f"a repair of {held['minion']} holds the {name} lock since "
-                                 f"{int(now - held['since'])} s (expires in {int(held['expires'] - now)} s, or when "
-                                 "that run ends); run orch.cluster again when it is done")
+    token, deadline = secrets.token_hex(8), time.monotonic() + wait
+    while True:
+        now = time.time()
+        with _store() as data:
+            held = __utils__["k8sha_heal.claim"](data, name, "orch.cluster", now, heal["lock_ttl"], token)
+        if not held:
+            break
+        if time.monotonic() > deadline:
+            return _ret(name, False, f"a repair of {held['minion']} holds the {name} lock since "
+                                     f"{int(now - held['since'])} s (waited {wait} s; it expires in "
+                                     f"{int(held['expires'] - now)} s, or when that run ends); run orch.cluster "
+                                     "again when it is done")
+        time.sleep(2)
     __context__["k8sha_heal"] = {"lock": name, "token": token, "minion": None, "fault": None}
     return _ret(name, comment=f"orch.cluster holds the {name} lock: repairs wait until it is done")
 
@@ -232,16 +239,24 @@ def stale_etcd_member_removed(name):
 
 
 def node_reset(name):
-    """A half-joined node is reset (kubeadm reset -f) before it joins again; others are left alone."""
+    """The node is reset (kubeadm reset -f) before it joins again when kubeadm's files exist but
+    etcd has no healthy member for it: half-joined, or its member was removed. A healthy member
+    is never reset; a node with no kubeadm files needs no reset."""
     status = _ask(name, "kubeadm_member.status", timeout=60)
     if status is None:
         return _ret(name, False, f"{name} does not answer kubeadm_member.status")
-    if status["state"] != "half-joined":
-        return _ret(name, comment=f"{name} is {status['state']}: no reset needed")
+    if status["state"] == "absent":
+        return _ret(name, comment=f"{name} has no kubeadm files: no reset needed")
+    answered, member = __salt__["heal_check.etcd_member"](name)
+    if not answered:
+        return _ret(name, False, f"no other control plane reports etcd's members: {name} is not reset")
+    if member and member.get("healthy"):
+        return _ret(name, False, f"refused: the etcd member of {name} is healthy; {name} is not reset")
     if __opts__["test"]:
-        return _ret(name, None, f"{name} is half-joined ({status['reason']}): would run kubeadm reset -f",
+        return _ret(name, None, f"{name} is {status['state']} without a healthy etcd member: would run kubeadm reset -f",
                     {"reset": name})
     answer = __salt__["saltutil.cmd"]([name], "kubeadm_member.reset", tgt_type="list", timeout=300).get(name, {})
     if answer.get("retcode", 0) != 0:
         return _ret(name, False, f"kubeadm reset on {name} failed: {answer.get('ret')}")
-    return _ret(name, comment=f"{name} was half-joined ({status['reason']}): reset", changes={"reset": name})
+    return _ret(name, comment=f"{name} was {status['state']} ({status['reason']}) without a healthy etcd member: reset",
+                changes={"reset": name})
