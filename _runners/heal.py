@@ -163,18 +163,17 @@ def _run(functions, fault, entry, node, detail, origin):
 def _checked_and_repaired(functions, heal, directory, key, token, fault, entry, node, detail):
     """One pass under the lock: the master's own check (no orchestration for a fault that is not
     there: a storm of forged events costs checks, not runs), then orch.heal for a real one.
-    Checks of one fault on one node are recheck_spacing apart; repairs, its damping."""
+    Checks of one fault on one node are recheck_spacing apart; repairs, at least its damping."""
     pair = f"{fault}:{node}"
-    with _util("store")(directory) as data:
-        now = time.time()
-        wait = max(_util("wait_after")(data, "last_repair", pair, entry["damping"], now),
-                   _util("wait_after")(data, "last_check", pair, heal["recheck_spacing"], now))
-    time.sleep(wait)
-    with _util("store")(directory) as data:
-        data["last_check"][pair] = time.time()
-        data["locks"][key]["expires"] = time.time() + heal["lock_ttl"]
-        _util("count")(data, "checks")
-    found, reason = _found(functions, entry["check"], node, detail)
+    found, reason = _checked(functions, heal, directory, key, pair, entry, node, detail)
+    if found:
+        with _util("store")(directory) as data:
+            damped = _util("wait_after")(data, "last_repair", pair, entry["damping"], time.time())
+        if damped:  # repaired moments ago: wait out the damping, then look again
+            log.info("heal: %s of %s: repaired less than %s s ago; checked again in %.0f s (damping)", fault, node,
+                     entry["damping"], damped)
+            time.sleep(damped)
+            found, reason = _checked(functions, heal, directory, key, pair, entry, node, detail)
     if not found:
         log.info("heal: %s of %s: nothing to repair: %s (no orchestration)", fault, node, reason)
         return {"fault": fault, "node": node, "detail": detail, "found": f"nothing to repair: {reason}", "ok": True}
@@ -184,6 +183,18 @@ def _checked_and_repaired(functions, heal, directory, key, token, fault, entry, 
     run = _orchestrate(fault, node, detail if detail is not None else found[0][0], token)
     log.info("heal: %s of %s: %s (orch.heal %s)", fault, node, run["found"], "succeeded" if run["ok"] else "failed")
     return run
+
+
+def _checked(functions, heal, directory, key, pair, entry, node, detail):
+    """The master's own check, at least recheck_spacing after the previous one of this fault and node."""
+    with _util("store")(directory) as data:
+        wait = _util("wait_after")(data, "last_check", pair, heal["recheck_spacing"], time.time())
+    time.sleep(wait)
+    with _util("store")(directory) as data:
+        data["last_check"][pair] = time.time()
+        data["locks"][key]["expires"] = time.time() + heal["lock_ttl"]
+        _util("count")(data, "checks")
+    return _found(functions, entry["check"], node, detail)
 
 
 def _orchestrate(fault, node, detail, token):

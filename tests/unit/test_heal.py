@@ -225,3 +225,34 @@ def test_the_readmes_remediation_table_is_the_catalogues():
     start = readme.index("<!-- remediation table: generated from salt/k8sha/faults.yaml")
     table = readme[readme.index("\n", start) + 1:readme.index("<!-- end of the remediation table -->")].strip()
     assert table == healing.remediation_table(FAULTS), "run python3 _utils/k8sha_heal.py and paste its table"
+
+
+@pytest.mark.parametrize("files, member, real, says", [
+    ("absent", {"name": "cp3", "id": "9f", "healthy": False}, True, "cp3: etcd member not healthy; kubeadm's files: absent"),
+    ("half-joined", None, True, "cp3: no etcd member; kubeadm's files: half-joined"),
+    ("member", None, True, "cp3: no etcd member; kubeadm's files: member"),  # its member was removed
+    ("half-joined", {"name": "cp3", "id": "9f", "healthy": True}, False, "is healthy"),  # a manifest moved away
+    ("member", {"name": "cp3", "id": "9f", "healthy": False}, False, "etcd restarting is not a rejoin; left alone"),
+    ("member", "no cluster", False, "no other control plane reports an etcd cluster: nothing to rejoin"),
+])
+def test_a_control_plane_is_a_member_when_etcd_says_so_not_kubeadms_files(files, member, real, says):
+    """The rejoin check: etcd's member list and that member's health (asked through another
+    control plane) decide; kubeadm's files only say how the node looks."""
+    check = load("_modules", "heal_check")
+    membership = None if member == "no cluster" else {"members": [], "health": {}}
+    found = member if isinstance(member, dict) else None
+
+    def cmd(targets, fun, arg=(), tgt_type=None, timeout=None, kwarg=None):
+        answers = {"kubeadm_member.status": {"state": files, "reason": "as found"},
+                   "etcd_cluster.membership": membership, "test.ping": True}
+        return {t: {"ret": answers[fun], "retcode": 0} for t in targets if answers[fun] is not None}
+    check.__opts__ = {"test": False}
+    check.__salt__ = {
+        "saltutil.cmd": cmd,
+        "cluster_topology.members": lambda role: ["cp1", "cp2", "cp3"],
+        "cluster_topology.description": lambda: {"nodes": [{"name": "cp3", "address": "198.51.100.23"}]},
+        "cluster_topology.settings": lambda: {"ports": {"etcd_peer": 2380}},
+    }
+    check.member_at = lambda members, address, port: found
+    result = check.fault("control_plane_rejoin", "cp3")
+    assert result["real"] is real and says in result["reason"], result
