@@ -16,6 +16,7 @@ import copy
 import ipaddress
 import re
 import socket
+import time
 
 from salt.exceptions import CommandExecutionError
 
@@ -48,8 +49,18 @@ def _merge(base, override):
     return out
 
 
+DEFAULTS_CACHE_SECONDS = 10
+
+
 def _defaults():
-    return __salt__["slsutil.renderer"](DEFAULTS_URL, default_renderer="yaml") or {}
+    """defaults.yaml from the file server. Kept for a few seconds: one render or one healing
+    check reads it many times, and each read makes a file client (costly on the master)."""
+    cached = __context__.get("k8sha_defaults")
+    if cached and time.monotonic() - cached[0] < DEFAULTS_CACHE_SECONDS:
+        return copy.deepcopy(cached[1])
+    defaults = __salt__["slsutil.renderer"](DEFAULTS_URL, default_renderer="yaml") or {}
+    __context__["k8sha_defaults"] = (time.monotonic(), defaults)
+    return copy.deepcopy(defaults)
 
 
 def settings():

@@ -45,18 +45,38 @@ def __virtual__():
     return __virtualname__
 
 
+class _Master:
+    """The master's execution modules with its pillar, and the reads every event needs (the
+    description, settings, the catalogue) made once: admission runs for every event of a storm."""
+
+    READS = ("cluster_topology.settings", "cluster_topology.description", "cluster_topology.members",
+             "heal_check.catalogue")
+
+    def __init__(self, functions):
+        self.functions, self.reads = functions, {}
+
+    def __getitem__(self, name):
+        if name not in self.READS:
+            return self.functions[name]
+
+        def read(*args):
+            if (name, args) not in self.reads:
+                self.reads[(name, args)] = self.functions[name](*args)
+            return copy.deepcopy(self.reads[(name, args)])
+        return read
+
+
 def _functions():
-    """The master's execution modules with its pillar (the description, k8sha:lookup), built
-    once per CACHE_SECONDS: admission runs for every event of a storm."""
+    """_Master, built once per CACHE_SECONDS (pillar compiled, modules loaded)."""
     cached = _CACHE.get("functions")
     if cached and time.monotonic() - cached[0] < CACHE_SECONDS:
         return cached[1]
     opts = copy.deepcopy(__opts__)
     opts["grains"] = {}
     opts["pillar"] = salt.pillar.get_pillar(opts, opts["grains"], opts["id"], saltenv="base").compile_pillar()
-    functions = salt.loader.minion_mods(opts, utils=salt.loader.utils(opts), context={})
-    _CACHE["functions"] = (time.monotonic(), functions)
-    return functions
+    master = _Master(salt.loader.minion_mods(opts, utils=salt.loader.utils(opts), context={}))
+    _CACHE["functions"] = (time.monotonic(), master)
+    return master
 
 
 def _util(name):

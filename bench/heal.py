@@ -74,9 +74,15 @@ def etcd_healthy_members():
     return sum(1 for h in health.values() if h["healthy"]) if isinstance(health, dict) else 0
 
 
+# Two repairs of one fault on one node start at least its damping apart (salt/k8sha/faults.yaml):
+# a run begins after the longest damping of the load balancers' faults, so that it measures the repair.
+FAULTS = yaml.safe_load((REPO / "salt" / "k8sha" / "faults.yaml").read_text())
+SETTLE = max(FAULTS[f]["damping"] for f in ("haproxy", "keepalived", "config")) + 1
+
+
 def settle():
     wait(lambda: vip_holder() is not None and lbs_healthy("haproxy")() and lbs_healthy("keepalived")(), 60, "a settled lab")
-    time.sleep(5)  # beacons see the healthy state before the next fault
+    time.sleep(SETTLE)  # beacons see the healthy state; the last repair's damping is over
 
 
 def run_once(scenario):

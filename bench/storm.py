@@ -34,7 +34,7 @@ from heal import RESULTS, active, box, master, serving, settle, wait  # noqa: E4
 from lablib import config  # noqa: E402
 
 SENDER = r"""
-import json, sys, time
+import json, resource, sys, time
 import salt.client
 kind, tags, claimed, count, seconds = sys.argv[1], sys.argv[2].split(","), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
 caller = salt.client.Caller()
@@ -49,7 +49,9 @@ for i in range(count):
     delay = start + (i + 1) * seconds / count - time.monotonic()
     if delay > 0:
         time.sleep(delay)
-print(json.dumps({"sent": sent, "seconds": round(time.monotonic() - start, 1)}))
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"sent": sent, "seconds": round(time.monotonic() - start, 1),
+                  "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1)}))
 """
 
 SENDERS = [  # minion, kind, tags, claimed id
@@ -89,6 +91,13 @@ def master_cpu_seconds():
     return sum(c for p, c in cpu.items() if under_master(p)) / ticks
 
 
+def host_cpu_seconds():
+    """CPU time of the whole host (every core, every process: machines, senders, master)."""
+    fields = pathlib.Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    busy = sum(int(f) for f in fields) - int(fields[3]) - int(fields[4])  # minus idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 def haproxy_repair_time(node):
     box(node).exec("systemctl", "stop", "haproxy")
     started = time.monotonic()
@@ -107,7 +116,7 @@ def quiet(timeout=600):
 
 
 def storm(events, seconds):
-    before, cpu_before = heal_status().get("counts", {}), master_cpu_seconds()
+    before, cpu_before, host_before = heal_status().get("counts", {}), master_cpu_seconds(), host_cpu_seconds()
     answers, threads = {}, []
     per_sender = events // len(SENDERS)
 
@@ -129,10 +138,13 @@ def storm(events, seconds):
     faulted.join()
     quiet()
     quiet_after = round(time.monotonic() - last_event, 1)
-    after, cpu_after = heal_status().get("counts", {}), master_cpu_seconds()
+    after, cpu_after, host_after = heal_status().get("counts", {}), master_cpu_seconds(), host_cpu_seconds()
     counts = {k: after.get(k, 0) - before.get(k, 0) for k in sorted(set(after) | set(before))}
     return {"events_sent": sum(a["sent"] for a in answers.values()), "sending_seconds": round(last_event - began, 1),
             "counts": counts, "master_cpu_seconds": round(cpu_after - cpu_before, 1),
+            "senders_cpu_seconds": round(sum(a["cpu_seconds"] for a in answers.values()), 1),
+            "host_cpu_seconds": round(host_after - host_before, 1),
+            "host_cpu_available_seconds": round((time.monotonic() - began) * os.cpu_count(), 1),
             "quiet_after_last_event_s": quiet_after, "real_fault_repair_s": fault["seconds"]}
 
 
@@ -174,6 +186,8 @@ def main():
         print(f"  {key:38} {value}")
     print(f"{'repairs per fault and node':40} {result['repairs_per_fault_and_node']}")
     print(f"{'master CPU seconds':40} {result['master_cpu_seconds']}")
+    print(f"{'senders CPU seconds (in the machines)':40} {result['senders_cpu_seconds']}")
+    print(f"{'host CPU seconds used / available':40} {result['host_cpu_seconds']} / {result['host_cpu_available_seconds']}")
     print(f"{'quiet after the last event':40} {result['quiet_after_last_event_s']} s")
     print(f"{'real fault (HAProxy on lb2) repaired in':40} {result['real_fault_repair_s']} s "
           f"(quiet: {result['quiet_repair_median_s']} s; {result['real_fault_vs_quiet']}x, goal <= 2x)")
