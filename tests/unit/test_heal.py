@@ -256,3 +256,13 @@ def test_a_control_plane_is_a_member_when_etcd_says_so_not_kubeadms_files(files,
     check.member_at = lambda members, address, port: found
     result = check.fault("control_plane_rejoin", "cp3")
     assert result["real"] is real and says in result["reason"], result
+
+
+def test_the_readmes_master_configuration_reacts_as_the_labs_master():
+    from lablib import master as lab_master  # pylint: disable=import-outside-toplevel
+    readme = (salt_render.REPO / "README.md").read_text()
+    block = readme[readme.index("\nreactor:", readme.index("Point the salt-master at the tree")):]
+    block = block[:block.index("```")]
+    listed = yaml.safe_load(block)
+    assert listed["reactor"] == lab_master.reactors()
+    assert listed["schedule"] == lab_master.schedule()
