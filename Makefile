@@ -4,13 +4,15 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed-$(shell sha256sum requirements.lock | cut -c1-16)
+LINT_STAMP := $(VENV)/.linters-$(shell sha256sum requirements-lint.lock | cut -c1-16)
 PYTEST := $(PY) -m pytest
 
-.PHONY: help setup host-packages venv unit integration lab test demo bench-failover bench-converge bench-heal bench-storm lab-up lab-down clean
+.PHONY: help setup host-packages venv lint unit integration lab test demo bench-failover bench-converge bench-heal bench-storm lab-up lab-down clean
 
 help:
 	@echo "make setup        install host packages (root, Debian 12) and the Python venv"
 	@echo "make test         every test tier (runs make setup first)"
+	@echo "make lint         ruff (Python), yamllint (YAML), salt-lint (SLS), with the repo's configs"
 	@echo "make unit         the fast tier: render and validate states in-process"
 	@echo "make integration  a real salt-master and minions"
 	@echo "make demo         the whole cluster in the one-machine lab (see README)"
@@ -30,6 +32,16 @@ $(VENV_STAMP): requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
 	@rm -f $(VENV)/.installed-* && touch $@
+
+# Linters, pinned apart from requirements.lock (which the lab image reads).
+$(LINT_STAMP): requirements-lint.lock $(VENV_STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-lint.lock
+	@rm -f $(VENV)/.linters-* && touch $@
+
+lint: $(LINT_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/yamllint -s . cloud/*.conf
+	$(VENV)/bin/salt-lint $$(find salt orch reactor pillar -name '*.sls' | sort)
 
 unit: venv
 	$(PYTEST) tests/unit

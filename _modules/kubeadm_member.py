@@ -13,8 +13,8 @@ CLI examples::
     salt cp1 kubeadm_member.ca_cert_hash
 """
 
-import hashlib
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -155,7 +155,8 @@ def ca_cert_hash():
         der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=pub,
                              capture_output=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
-        raise CommandExecutionError(f"no cluster CA at {ca}: is this a control plane of an initialised cluster? ({exc})")
+        raise CommandExecutionError(
+            f"no cluster CA at {ca}: is this a control plane of an initialised cluster? ({exc})") from exc
     return "sha256:" + hashlib.sha256(der).hexdigest()
 
 

@@ -21,7 +21,6 @@ import os
 import socket
 
 import salt.config
-
 from salt.exceptions import CommandExecutionError
 
 try:

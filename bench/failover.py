@@ -19,8 +19,8 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "lab"))
 sys.path.insert(0, str(REPO / "tests"))
 
-from lablib import config, machine, master  # noqa: E402
 import salt_render  # noqa: E402
+from lablib import config, machine, master  # noqa: E402
 
 VIP = salt_render.description()["api"]["vip"]
 LBS = ("lb1", "lb2")
@@ -77,12 +77,12 @@ def backend_status(lb, server):
 def settle():
     """Exactly one VIP holder for 2 s, HAProxy and keepalived active on both, every backend UP."""
     for name in LBS:
-        wait(lambda: box(name).running and box(name).exec("systemctl", "is-active", "haproxy", "keepalived",
-                                                          check=False).stdout.split() == ["active", "active"],
+        wait(lambda name=name: box(name).running and box(name).exec(
+                 "systemctl", "is-active", "haproxy", "keepalived", check=False).stdout.split() == ["active", "active"],
              60, f"haproxy and keepalived on {name}")
     for name in LBS:
         for cp in ("cp1", "cp2", "cp3"):
-            wait(lambda: backend_status(name, cp) == "UP", 30, f"{cp} UP on {name}")
+            wait(lambda name=name, cp=cp: backend_status(name, cp) == "UP", 30, f"{cp} UP on {name}")
 
     def stable():
         first = holders()
@@ -113,7 +113,8 @@ def apply_seed():
     for name, priority in (("lb1", 101), ("lb2", 100)):
         b = box(name)
         b.exec("mkdir", "-p", "/usr/local/libexec/k8sha-bench")
-        b.exec("sh", "-c", "cat > /usr/local/libexec/k8sha-bench/seed-check-haproxy && chmod 755 /usr/local/libexec/k8sha-bench/seed-check-haproxy", input=check)
+        script = "/usr/local/libexec/k8sha-bench/seed-check-haproxy"
+        b.exec("sh", "-c", f"cat > {script} && chmod 755 {script}", input=check)
         conf = template.render(name=name, priority=priority, vip=VIP, auth_pass="b3nchPw")
         b.exec("sh", "-c", "cat > /etc/keepalived/keepalived.conf", input=conf)
         # HAProxy as the blog: retries 1 + redispatch, default check timing (inter 2s fall 3 rise 2);

@@ -31,6 +31,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from heal import RESULTS, active, box, master, serving, settle, wait  # noqa: E402  (bench/heal.py's lab helpers)
+
 from lablib import config  # noqa: E402
 
 SENDER = r"""
@@ -165,7 +166,7 @@ def main():
     if master.pid() is None or not box("cp3").running:
         raise SystemExit("the lab is not up: make lab-up (it runs orch.cluster)")
     quiet_times = []
-    for number in range(args.quiet_runs):
+    for _ in range(args.quiet_runs):
         settle()
         quiet_times.append(haproxy_repair_time("lb2"))
         print(f"quiet: HAProxy stopped on lb2, repaired after {quiet_times[-1]} s", flush=True)

@@ -1,6 +1,6 @@
 {#- The one healing orchestration: a fault of the catalogue (salt/k8sha/faults.yaml) on one node.
     The heal.admit runner starts it (from reactor/fault.sls and the reconciliation); by hand:
-        salt-run state.orch orch.heal pillar='{"heal": {"fault": "haproxy", "node": "lb1"}}'
+        salt-run state.orch orch.heal pillar='heal: {fault: haproxy, node: lb1}'
     permitted -> needed (the master's own check) -> repair -> verified -> recorded -> unlocked.
     Nothing after `needed` runs unless the master saw the fault itself. #}
 {%- set heal = pillar.get('heal', {}) %}

@@ -11,6 +11,7 @@ import time
 from . import config, machine, master, net, secgroups
 from .run import LabError, run
 
+
 def cmd_up(args):
     """The bridge and the salt-master; the machines come from orch.cluster (salt-cloud)."""
     net.refuse_if_routed_on_host()
@@ -74,7 +75,7 @@ def leftover_report():
 def cmd_status(args):
     master_pid = master.pid()
     master_mib = master_memory_mib(master_pid) if master_pid else 0
-    print(f"salt-master: {'running pid %s, %s MiB' % (master_pid, master_mib) if master_pid else 'stopped'}"
+    print(f"salt-master: {f'running pid {master_pid}, {master_mib} MiB' if master_pid else 'stopped'}"
           f" ({config.MASTER_NS}, {config.MASTER_ADDRESS})")
     total = master_mib
     for m in machine.all_machines():

@@ -86,7 +86,8 @@ def detach(ns):
 
 
 def lab_namespaces():
-    return sorted(p.name for p in pathlib.Path("/run/netns").glob(f"{config.PREFIX}-*")) if pathlib.Path("/run/netns").exists() else []
+    netns = pathlib.Path("/run/netns")
+    return sorted(p.name for p in netns.glob(f"{config.PREFIX}-*")) if netns.exists() else []
 
 
 def drop_vrrp(drop):
@@ -94,7 +95,8 @@ def drop_vrrp(drop):
     ns = config.SWITCH_NS
     if drop:
         run("ip", "netns", "exec", ns, "nft", "-f", "-", input=(
-            "table bridge k8shalab_novrrp {\n  chain forward { type filter hook forward priority -5; ip protocol vrrp drop; }\n}\n"))
+            "table bridge k8shalab_novrrp {\n"
+            "  chain forward { type filter hook forward priority -5; ip protocol vrrp drop; }\n}\n"))
     else:
         run("ip", "netns", "exec", ns, "nft", "delete", "table", "bridge", "k8shalab_novrrp", check=False)
 

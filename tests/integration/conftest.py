@@ -11,6 +11,7 @@ import salt_render
 REPO = salt_render.REPO
 sys.path.insert(0, str(REPO / "lab"))
 from lablib import master as master_config  # noqa: E402
+
 SECRET = "v2Kp9xQe"
 
 

@@ -22,9 +22,9 @@ import pytest
 import salt.config
 import salt.key
 import yaml
+from fake_openstack import FakeOpenStack
 
 import salt_render
-from fake_openstack import FakeOpenStack
 
 REPO = salt_render.REPO
 NODES = ["cp1", "cp2", "cp3", "lb1", "lb2", "worker1"]

@@ -53,8 +53,8 @@ def test_every_machine_enrolled_with_its_own_one_time_value_and_no_key_was_made_
     used = sorted(json.loads(p.read_text())["id"] for p in (enrolment / "used").iterdir())
     assert used == machines
     log = (config.MASTER_DIR / "log" / "master").read_text()
-    assert sorted(set(l.split("accepted the key of ")[1].split()[0] for l in log.splitlines()
-                       if "k8sha_enrolment: accepted the key of" in l)) == machines
+    assert sorted(set(line.split("accepted the key of ")[1].split()[0] for line in log.splitlines()
+                       if "k8sha_enrolment: accepted the key of" in line)) == machines
     # The minion made its key on the machine: the master never held its private half.
     for name in machines:
         pem = lab.machine(name).exec("cat", "/etc/salt/pki/minion/minion.pem").stdout

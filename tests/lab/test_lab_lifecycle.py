@@ -9,7 +9,7 @@ from lab_session import LAB_CLI, config, machine
 def test_status_lists_every_machine_running(lab):
     out = subprocess.run([LAB_CLI, "status"], capture_output=True, text=True, check=True).stdout
     for name in ("lb1", "lb2", "cp1", "cp2", "cp3", "worker1"):
-        line = next(l for l in out.splitlines() if l.startswith(name + " "))
+        line = next(row for row in out.splitlines() if row.startswith(name + " "))
         assert line.split()[2] in ("running", "degraded"), line
     assert "memory in all (resident)" in out
 

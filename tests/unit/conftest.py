@@ -6,7 +6,6 @@ import pytest
 import salt_render
 
 
-
 @pytest.fixture(scope="session")
 def topology():
     return salt_render.load_module("cluster_topology")

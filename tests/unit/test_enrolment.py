@@ -13,7 +13,6 @@ import salt.key
 
 import salt_render
 
-
 enrolment = salt_render.load("_utils", "k8sha_enrolment")
 engine = salt_render.load("_engines", "k8sha_enrolment")
 UTILS = salt_render.as_utils("k8sha_enrolment")

@@ -6,8 +6,8 @@ break quorum.
 
 import datetime
 import hashlib
-import pathlib
 import ipaddress
+import pathlib
 import shutil
 import signal
 import socket
@@ -30,7 +30,7 @@ ADDRESSES = ("127.0.0.21", "127.0.0.22", "127.0.0.23")
 def _key_and_cert(name, issuer=None, issuer_key=None, ca=False, ips=()):
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer or subject)
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
                .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
@@ -69,13 +69,14 @@ def etcd_members(safe_dir, minion):
     _write(pki / "healthcheck-client", client_key, client_cert)
     port = _free_port()
     names = [f"cp{i}" for i in (1, 2, 3)]
-    initial = ",".join(f"{n}=http://{a}:{port + 1}" for n, a in zip(names, ADDRESSES))
+    initial = ",".join(f"{n}=http://{a}:{port + 1}" for n, a in zip(names, ADDRESSES, strict=True))
     procs = {}
-    for name, address in zip(names, ADDRESSES):
+    for name, address in zip(names, ADDRESSES, strict=True):
         procs[name] = subprocess.Popen(
             ["etcd", "--name", name, "--data-dir", str(safe_dir / f"etcd-{name}"),
              "--listen-client-urls", f"https://{address}:{port}", "--advertise-client-urls", f"https://{address}:{port}",
-             "--listen-peer-urls", f"http://{address}:{port + 1}", "--initial-advertise-peer-urls", f"http://{address}:{port + 1}",
+             "--listen-peer-urls", f"http://{address}:{port + 1}",
+             "--initial-advertise-peer-urls", f"http://{address}:{port + 1}",
              "--initial-cluster", initial, "--initial-cluster-state", "new",
              "--cert-file", str(pki / "server.crt"), "--key-file", str(pki / "server.key"),
              "--trusted-ca-file", str(pki / "ca.crt"), "--client-cert-auth"],
@@ -83,7 +84,7 @@ def etcd_members(safe_dir, minion):
     cluster = salt_render.description(nodes=[
         {"name": "lb1", "role": "loadbalancer", "address": "127.0.0.11"},
         {"name": "lb2", "role": "loadbalancer", "address": "127.0.0.12"},
-        *[{"name": n, "role": "control_plane", "address": a} for n, a in zip(names, ADDRESSES)],
+        *[{"name": n, "role": "control_plane", "address": a} for n, a in zip(names, ADDRESSES, strict=True)],
     ], api={"vip": "127.0.0.100", "prefix": 8})
     node = minion(cluster, minion_id="cp1", lookup={"ports": {"etcd_client": port, "etcd_peer": port + 1}, "etcd": {
         "ca": str(pki / "ca.crt"), "cert": str(pki / "healthcheck-client.crt"),

@@ -82,7 +82,8 @@ def test_haproxy_config_passes_haproxy_check(rendered, tmp_path):
     result = run("haproxy", "-c", "-f", str(write(tmp_path, "haproxy.cfg", texts["haproxy.cfg"])))
     assert result.returncode == 0, result.stdout + result.stderr
     servers = re.findall(r"^\s+server (\S+) (\S+) check verify none$", texts["haproxy.cfg"], re.M)
-    expected = [(n["name"], f"{n['address']}:{cluster['api'].get('port', 6443)}") for n in cluster["nodes"] if n["role"] == "control_plane"]
+    port = cluster["api"].get("port", 6443)
+    expected = [(n["name"], f"{n['address']}:{port}") for n in cluster["nodes"] if n["role"] == "control_plane"]
     assert servers == expected
     assert f"bind {cluster['api']['vip']}:{cluster['api'].get('port', 6443)}" in texts["haproxy.cfg"]
 
@@ -112,7 +113,8 @@ def test_firewalld_zone_passes_firewalld_check(rendered, minion, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     zone = texts["k8sha.xml"]
     assert f'<port protocol="tcp" port="{cluster["api"].get("port", 6443)}"/>' in zone
-    assert re.search(r'<source address="198\.51\.100\.12/32"/>\s+(<destination address="224\.0\.0\.18"/>\s+)?<protocol value="vrrp"/>', zone)
+    assert re.search(r'<source address="198\.51\.100\.12/32"/>\s+'
+                     r'(<destination address="224\.0\.0\.18"/>\s+)?<protocol value="vrrp"/>', zone)
     assert ('224.0.0.18' in zone) == (cluster["vrrp"].get("mode") == "multicast")
 
 

@@ -8,13 +8,14 @@ and the errors: ERROR state with Nova's fault, quota, a missing image, the wait 
 """
 
 import base64
+
 import pytest
 import requests_mock as rm
 import yaml
+from fake_openstack import FakeOpenStack
 from salt.exceptions import SaltCloudSystemExit
 
 import salt_render
-from fake_openstack import FakeOpenStack
 
 PROVIDER = "k8sha-openstack:k8sha_openstack"
 
@@ -119,7 +120,8 @@ def test_destroy_releases_the_floating_ip_and_port_it_made_and_nothing_else(clou
 
 def test_a_server_in_error_names_novas_fault_and_is_left_for_inspection(cloud):
     driver = cloud[0]
-    with pytest.raises(SaltCloudSystemExit, match=r"broken \(srv-broken\) went to ERROR: No valid host was found.*salt-cloud -d broken"):
+    refusal = r"broken \(srv-broken\) went to ERROR: No valid host was found.*salt-cloud -d broken"
+    with pytest.raises(SaltCloudSystemExit, match=refusal):
         driver.create(profile(name="broken", address="198.51.100.40"))
 
 

@@ -12,10 +12,10 @@ import urllib.parse
 import openstack
 import pytest
 import requests_mock as rm
+from fake_openstack import MOCK_BASE, FakeOpenStack
 from salt.exceptions import CommandExecutionError
 
 import salt_render
-from fake_openstack import MOCK_BASE, FakeOpenStack
 
 net = salt_render.load_module("openstack_net")
 SETTINGS = {"network": "k8s-net", "subnet": "k8s-subnet", "external_network": "public"}
@@ -48,8 +48,9 @@ def test_the_vip_is_merged_into_both_load_balancers_pairs_and_a_second_run_write
             {"ip_address": "10.9.9.9", "mac_address": "fa:16:3e:00:00:01"}, {"ip_address": "198.51.100.100/32"}]}})
         for n in ("lb1", "lb2")]
     vip_port = [w for w in sent if w[0] == "POST" and w[1] == "/v2.0/ports"]
+    vip_fixed_ips = [{"subnet_id": "sub-1", "ip_address": "198.51.100.100"}]
     assert vip_port == [("POST", "/v2.0/ports", {"port": {"network_id": "net-1", "name": "k8sha-lab-vip", "device_owner": "",
-                                                           "fixed_ips": [{"subnet_id": "sub-1", "ip_address": "198.51.100.100"}]}})]
+                                                           "fixed_ips": vip_fixed_ips}})]
     assert ("POST", "/v2.0/floatingips", {"floatingip": {"floating_network_id": "ext-1", "port_id": vip_port and
                                                          fake.objects["ports"][-1]["id"]}}) in sent
     assert "198.51.100.100/32 allowed on lb1's port" in changes and "VIP port 198.51.100.100" in changes
