@@ -7,19 +7,25 @@ VENV_STAMP := $(VENV)/.installed-$(shell sha256sum requirements.lock | cut -c1-1
 LINT_STAMP := $(VENV)/.linters-$(shell sha256sum requirements-lint.lock | cut -c1-16)
 PYTEST := $(PY) -m pytest
 
-.PHONY: help setup host-packages venv lint unit integration lab test demo bench-failover bench-converge bench-heal bench-storm lab-up lab-down clean
+.PHONY: help setup host-packages venv lint test test-unit test-integration test-lab demo lab-up lab-build lab-down \
+	bench-failover bench-converge bench-heal bench-storm clean
 
 help:
-	@echo "make setup        install host packages (root, Debian 12) and the Python venv"
-	@echo "make test         every test tier (runs make setup first)"
-	@echo "make lint         ruff (Python), yamllint (YAML), salt-lint (SLS), with the repo's configs"
-	@echo "make unit         the fast tier: render and validate states in-process"
-	@echo "make integration  a real salt-master and minions"
-	@echo "make demo         the whole cluster in the one-machine lab (see README)"
-	@echo "make bench-failover  failover figures in the lab (about 20 min), bench/results/"
-	@echo "make bench-converge  orch.cluster times: first run, re-run, 1/3/6 workers (about 40 min)"
-	@echo "make bench-heal      time from fault to healthy again, per scenario (about 20 min)"
-	@echo "make bench-storm     1,000 events in 60 s with a real fault inside (about 10 min)"
+	@echo "make demo             the one-machine lab: starts it, builds the cluster (orch.cluster), shows its status"
+	@echo "make test             every test tier in one run (runs make setup first); CI runs make lint, then this"
+	@echo "make test-unit        the fast tier: states and templates rendered and validated in-process"
+	@echo "make test-integration a real salt-master and minions on loopback"
+	@echo "make test-lab         the lab tier alone (root; builds and tears down its own lab)"
+	@echo "make lint             ruff (Python), yamllint (YAML), salt-lint (SLS), with the repo's configs"
+	@echo "make setup            host packages (root, Debian 12) and the Python venv"
+	@echo "make lab-up           only start the lab: its bridge and salt-master (lab/lab up)"
+	@echo "make lab-build        lab-up, then salt-run state.orch orch.cluster"
+	@echo "make lab-down         remove the lab: machines, namespaces, the master"
+	@echo "make bench-failover   failover figures in the lab (about 20 min), bench/results/"
+	@echo "make bench-converge   orch.cluster times: first run, re-run, 1/3/6 workers (about 40 min)"
+	@echo "make bench-heal       time from fault to healthy again, per scenario (about 15 min)"
+	@echo "make bench-storm      1,000 events with a real fault inside (about 5 min on a built lab)"
+	@echo "make clean            remove the venv and pytest's cache"
 
 setup: host-packages venv
 
@@ -43,13 +49,13 @@ lint: $(LINT_STAMP)
 	$(VENV)/bin/yamllint -s . cloud/*.conf
 	$(VENV)/bin/salt-lint $$(find salt orch reactor pillar -name '*.sls' | sort)
 
-unit: venv
+test-unit: venv
 	$(PYTEST) tests/unit
 
-integration: venv
+test-integration: venv
 	$(PYTEST) tests/integration
 
-lab: venv
+test-lab: venv
 	$(PYTEST) tests/lab
 
 # One pytest run over every tier: one summary line, one exit status.
@@ -58,28 +64,30 @@ test: setup
 
 # The user's main job in the lab: the bridge and the salt-master, then one command builds
 # the cluster (machines through salt-cloud, load balancers, kubeadm), then its status.
-demo: lab-up
+demo: lab-build
 	lab/lab salt-run cluster.status format=table
 
 lab-up: setup
 	lab/lab up
+
+lab-build: lab-up
 	lab/lab salt-run state.orch orch.cluster --state-output=terse
 
 lab-down:
 	lab/lab down
 
 # Benchmarks print and store figures; they are not tests.
-bench-failover: lab-up
+bench-failover: lab-build
 	$(PY) bench/failover.py
 	$(PY) bench/vrrp_soak.py
 
 bench-converge: setup
 	$(PY) bench/converge.py
 
-bench-heal: lab-up
+bench-heal: lab-build
 	$(PY) bench/heal.py
 
-bench-storm: lab-up
+bench-storm: lab-build
 	$(PY) bench/storm.py
 
 clean:

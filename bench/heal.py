@@ -121,7 +121,7 @@ def main():
                                                           "config_edited", "control_plane_replaced"])
     args = parser.parse_args()
     if master.pid() is None or not box("cp3").running:
-        raise SystemExit("the lab is not up: make lab-up (it runs orch.cluster)")
+        raise SystemExit("the lab is not built: make lab-build (lab up, then orch.cluster)")
     results = {}
     for scenario in args.scenarios:
         runs = args.control_plane_runs if scenario == "control_plane_replaced" else args.runs

@@ -164,7 +164,7 @@ def main():
     parser.add_argument("--quiet-runs", type=int, default=3)
     args = parser.parse_args()
     if master.pid() is None or not box("cp3").running:
-        raise SystemExit("the lab is not up: make lab-up (it runs orch.cluster)")
+        raise SystemExit("the lab is not built: make lab-build (lab up, then orch.cluster)")
     quiet_times = []
     for _ in range(args.quiet_runs):
         settle()
