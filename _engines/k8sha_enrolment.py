@@ -8,7 +8,7 @@ the event names and the value matches the master's own record. Refusals (replaye
 unknown id, wrong value) leave the key unaccepted and are reported once a minute per id as
 `k8sha/enrolment/refused` (id and reason; never the value) and in the master's log.
 
-Master configuration (lab/lablib/master.py sets it; README "Run it on OpenStack")::
+Master configuration (lab/lablib/master.py sets it; docs/openstack.md)::
 
     engines: [{k8sha_enrolment: {}}]
     auth_events_autosign_grains: [pend, denied]   # Salt puts the presented value in the event

@@ -96,7 +96,7 @@ def split_brain_of(load_balancers):
 def split_brain():
     """Ask every load balancer (the event that started this is only a hint) and, when more
     than one is MASTER or holds the VIP, send <prefix>/keepalived/split_brain. Nothing is
-    changed: see README "Split brain" for why."""
+    changed: see docs/events-and-healing.md, "Split brain", for why."""
     desc = _description()
     with salt.client.LocalClient(mopts=__opts__) as client:
         found = split_brain_of(_call(client, _names(desc, "loadbalancer"), "lb_status.summary"))
@@ -134,7 +134,7 @@ def table(result):
     split = result.get("split_brain") or {}
     if split.get("split"):
         lines.append(f"SPLIT BRAIN: MASTER on {', '.join(split['masters']) or '-'}, VIP on {', '.join(split['holders']) or '-'}"
-                     " (the load balancers do not hear each other's VRRP; see README: Split brain)")
+                     " (the load balancers do not hear each other's VRRP; see docs/events-and-healing.md: Split brain)")
     api = result["api"]
     lines.append(f"API through the VIP: {'healthy' if api['healthy'] else 'UNHEALTHY'} ({api['answer']})")
     lines.append("")

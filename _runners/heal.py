@@ -10,7 +10,7 @@ counted, and re-checked once when the repair is done, so no fault is lost and a 
 one orchestration. The orchestration (orch/heal.sls) checks the fault itself before it acts.
 
 ``heal.reconcile`` runs every check of the catalogue on every node (the master's schedule,
-README: master configuration) and admits what it finds, so a fault whose event was lost —
+docs/architecture.md: the master's configuration) and admits what it finds, so a fault whose event was lost —
 a master restart mid-repair, a dropped event — is repaired too. It also removes join material
 left by a run that died, and revokes its token.
 

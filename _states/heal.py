@@ -1,6 +1,6 @@
 """
 Master-side steps of the one healing orchestration, orch/heal.sls, driven by the fault
-catalogue (salt/k8sha/faults.yaml). The safety rules of DESIGN.md §7 live here:
+catalogue (salt/k8sha/faults.yaml). The safety rules (docs/events-and-healing.md) live here:
 
     heal.permitted   the node exists with the fault's role, the fault has not failed too often
                      lately, and no other repair holds its lock (one per fault and node, or per

@@ -1,5 +1,5 @@
 """
-The healing bookkeeping the master keeps (DESIGN.md §7), shared by the heal.admit runner,
+The healing bookkeeping the master keeps (docs/events-and-healing.md), shared by the heal.admit runner,
 the heal states of orch/heal.sls and the reconciliation: the fault catalogue
 (salt/k8sha/faults.yaml), and one JSON file of attempts, locks, coalesced events and counts.
 
@@ -210,10 +210,10 @@ def stale_join_files(directory):
     return stale
 
 
-# --- the README's remediation table ---------------------------------------------------------
+# --- the remediation table of docs/events-and-healing.md ---------------------------------------------------------
 
 def remediation_table(faults):
-    """The README's remediation table, from the catalogue (tests/unit/test_heal.py keeps them equal)."""
+    """The remediation table of docs/events-and-healing.md, from the catalogue (tests/unit/test_heal.py keeps them equal)."""
     lines = ["| Fault | Event (tag) | Role | The master's check | Repair | One at a time per | Damping |",
              "|---|---|---|---|---|---|---|"]
     for name, entry in faults.items():

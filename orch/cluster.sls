@@ -1,4 +1,4 @@
-{#- The whole build, DESIGN.md §6:  salt-run state.orch orch.cluster
+{#- The whole build (docs/building.md):  salt-run state.orch orch.cluster
     Each part is an orchestration that can also run alone, in this order. Every step checks
     before it acts, so a re-run on a healthy cluster changes nothing; the first failure stops
     the run (failhard) with the node and the cause. #}

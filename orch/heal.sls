@@ -49,7 +49,7 @@ heal-{{ fault }}-needed:
 {%- if repair == 'rejoin' %}
 {%- do repair_steps.extend(['etcd-snapshot-taken', 'stale-member-removed', 'node-reset', 'role-applied', 'joined']) %}
 
-{#- A replaced or half-joined control plane joins again (DESIGN.md §7): a snapshot first (no
+{#- A replaced or half-joined control plane joins again (docs/events-and-healing.md): a snapshot first (no
     snapshot, no change), its stale etcd member removed by peer URL (only with quorum, never a
     healthy one), a half-joined node reset, its role applied, joined with fresh join material. #}
 heal-{{ fault }}-etcd-snapshot-taken:

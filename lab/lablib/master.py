@@ -42,7 +42,7 @@ def master_config(pillar_dir=None):
         "keep_jobs_seconds": 7200,
         "auto_accept": False,
         # New machines present a one-time value instead of carrying a key made here; the
-        # project's engine accepts them (README: Run it on OpenStack, enrolment).
+        # project's engine accepts them (docs/openstack.md, enrolment).
         "engines": [{"k8sha_enrolment": {}}],
         "auth_events_autosign_grains": ["pend", "denied"],
         # etcd snapshots taken before membership changes are copied to the master (cp.push).
@@ -51,7 +51,7 @@ def master_config(pillar_dir=None):
         "enable_fqdns_grains": False,
         # pillar/top.sls adds pillar/lab.sls (stand-in package source, the host's kernel).
         "k8sha_lab": True,
-        # Events -> healing orchestrations (README: Events), as a production master would have them.
+        # Events -> healing orchestrations (docs/events-and-healing.md), as a production master would have them.
         "reactor": reactors(),
         "schedule": schedule(),
     }

@@ -1,4 +1,4 @@
-{#- The beacons of this node's role: what the healing orchestrations react to (README, Events).
+{#- The beacons of this node's role: what the healing orchestrations react to (docs/events-and-healing.md).
     Every beacon is silent while Salt's own state runs change things. #}
 {%- from 'k8sha/map.jinja' import settings, topology with context %}
 {%- set beacons = settings.beacons %}

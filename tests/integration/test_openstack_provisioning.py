@@ -75,7 +75,7 @@ def provision(master):
 
 
 def summary(calls):
-    """'METHOD /path' with ids folded, counted: the API calls of a run (for the README)."""
+    """'METHOD /path' with ids folded, counted: the API calls of a run (for docs/openstack.md)."""
     counted = {}
     for method, path, *_ in calls:
         key = f"{method} {re.sub(r'/(srv|port|ports|security-groups|floatingips)-[^/]+', r'/<id>', path)}"

@@ -220,8 +220,8 @@ def test_the_member_of_a_node_is_found_by_its_peer_url():
     assert heal_check.member_at(members, "198.51.100.21", 12380) is None
 
 
-def test_the_readmes_remediation_table_is_the_catalogues():
-    readme = (salt_render.REPO / "README.md").read_text()
+def test_the_documented_remediation_table_is_the_catalogues():
+    readme = (salt_render.REPO / "docs" / "events-and-healing.md").read_text()
     start = readme.index("<!-- remediation table: generated from salt/k8sha/faults.yaml")
     table = readme[readme.index("\n", start) + 1:readme.index("<!-- end of the remediation table -->")].strip()
     assert table == healing.remediation_table(FAULTS), "run python3 _utils/k8sha_heal.py and paste its table"
@@ -258,9 +258,9 @@ def test_a_control_plane_is_a_member_when_etcd_says_so_not_kubeadms_files(files,
     assert result["real"] is real and says in result["reason"], result
 
 
-def test_the_readmes_master_configuration_reacts_as_the_labs_master():
+def test_the_documented_master_configuration_reacts_as_the_labs_master():
     from lablib import master as lab_master  # pylint: disable=import-outside-toplevel
-    readme = (salt_render.REPO / "README.md").read_text()
+    readme = (salt_render.REPO / "docs" / "architecture.md").read_text()
     block = readme[readme.index("\nreactor:", readme.index("Point the salt-master at the tree")):]
     block = block[:block.index("```")]
     listed = yaml.safe_load(block)

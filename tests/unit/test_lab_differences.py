@@ -1,5 +1,5 @@
 """Every setting the lab changes (pillar/lab.sls) is a difference from production that the
-README's table "Lab and production: every difference" names, with why and what covers it."""
+table "Lab and production: every difference" (docs/lab.md) names, with why and what covers it."""
 
 import re
 
@@ -18,11 +18,11 @@ def keys(tree, prefix=""):
             yield path
 
 
-def test_every_setting_of_the_lab_is_in_the_readme_table():
+def test_every_setting_of_the_lab_is_in_the_lab_and_production_table():
     lab = yaml.safe_load((salt_render.REPO / "pillar" / "lab.sls").read_text())
     settings = sorted(keys(lab["k8sha"]["lookup"]))
-    readme = (salt_render.REPO / "README.md").read_text()
-    table = readme.split("### Lab and production: every difference", 1)[1].split("\n## ", 1)[0]
+    doc = (salt_render.REPO / "docs" / "lab.md").read_text()
+    table = doc.split("## Lab and production: every difference", 1)[1].split("\n## ", 1)[0]
     named = set(re.findall(r"`([a-z_]+:[a-z_:]+)`", "\n".join(row for row in table.splitlines() if row.startswith("| Setting"))))
     assert settings and set(settings) <= named, f"pillar/lab.sls sets {sorted(set(settings) - named)}, not in the table"
     assert set(lab) == {"k8sha"}, "pillar/lab.sls may only change settings (k8sha:lookup), never the description"
