@@ -70,7 +70,10 @@ def _config_drift(minion, detail):
 def _drifted_states(minion, owners):
     """The states among ``owners`` whose dry run on ``minion`` would change something (None:
     no answer). One dry run for all of them: the node's own Salt compares, the master asks."""
-    preview = __salt__["saltutil.cmd"]([minion], "state.sls", arg=[",".join(owners)], kwarg={"test": True},
+    # queue: a state run in progress there (a repair, the reconciliation's own dry run) is waited
+    # for, not taken for a node that cannot answer.
+    preview = __salt__["saltutil.cmd"]([minion], "state.sls", arg=[",".join(owners)],
+                                       kwarg={"test": True, "queue": True},
                                        tgt_type="list", timeout=120).get(minion, {}).get("ret")
     if not isinstance(preview, dict):
         return None

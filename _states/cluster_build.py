@@ -228,7 +228,9 @@ def vip_answers(name, timeout=60):
 
 def _apply(nodes, sls, timeout=600):
     """state.sls on nodes in parallel: {node: (ok, comment of the failed or the last state)}."""
-    answers = __salt__["saltutil.cmd"](list(nodes), "state.sls", arg=[sls], tgt_type="list", timeout=timeout)
+    # queue: a state run in progress on a node (the reconciliation's dry run) is waited for, not a failure.
+    answers = __salt__["saltutil.cmd"](list(nodes), "state.sls", arg=[sls], kwarg={"queue": True},
+                                       tgt_type="list", timeout=timeout)
     results = {}
     for node in nodes:
         ret = answers.get(node, {}).get("ret")

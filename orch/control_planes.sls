@@ -7,6 +7,7 @@
 
 control-planes-converged:
   salt.state:
+    - queue: True            # after any state run in progress (a repair, the reconciliation's dry run)
     - tgt: {{ control_planes | json }}
     - tgt_type: list
     - highstate: True

@@ -4,6 +4,7 @@
 
 load-balancers-converged:
   salt.state:
+    - queue: True            # after any state run in progress (a repair, the reconciliation's dry run)
     - tgt: {{ salt['cluster_topology.members']('loadbalancer') | json }}
     - tgt_type: list
     - highstate: True

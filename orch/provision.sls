@@ -46,6 +46,7 @@ cluster-minions-ready:
 
 cluster-base-and-firewall:
   salt.state:
+    - queue: True            # after any state run in progress (a repair, the reconciliation's dry run)
     - tgt: {{ (salt['cluster_topology.members']('loadbalancer') + salt['cluster_topology.members']('control_plane')
               + salt['cluster_topology.members']('worker')) | json }}
     - tgt_type: list

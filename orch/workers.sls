@@ -5,6 +5,7 @@
 
 workers-converged:
   salt.state:
+    - queue: True            # after any state run in progress (a repair, the reconciliation's dry run)
     - tgt: {{ workers | json }}
     - tgt_type: list
     - highstate: True
