@@ -27,7 +27,8 @@ def _node(minion):
     return next((n for n in __salt__["cluster_topology.description"]().get("nodes", []) if n.get("name") == minion), None)
 
 
-def _ask(minion, fun, arg=(), timeout=30):
+def ask(minion, fun, arg=(), timeout=30):
+    """``fun`` on one minion, asked from the master: its return, or None (no answer, or an error)."""
     answer = __salt__["saltutil.cmd"]([minion], fun, arg=list(arg), tgt_type="list", timeout=timeout).get(minion)
     if not answer or answer.get("retcode", 0) != 0:
         return None
@@ -44,14 +45,14 @@ def _service_stopped(minion, detail):
     service = detail or ""
     if service != _settings()["keepalived"]["service"]:
         return False, f"{service!r} is not a service these repairs manage"
-    running = _ask(minion, "service.status", [service])
+    running = ask(minion, "service.status", [service])
     if running is None:
         return False, f"{minion} does not answer: nothing is done until it does"
     return running is False, f"{service} on {minion} is {'running' if running else 'not running'}"
 
 
 def _haproxy_down(minion, detail):
-    backends = _ask(minion, "lb_status.haproxy_backends")
+    backends = ask(minion, "lb_status.haproxy_backends")
     if backends is None:
         return False, f"{minion} does not answer: nothing is done until it does"
     return not backends.get("running", False), f"HAProxy on {minion}: {backends.get('reason', 'answers')}"
@@ -90,7 +91,7 @@ def drifted_files(minion):
 
 
 def _apiserver_unhealthy(minion, detail):
-    status = _ask(minion, "kubeadm_member.status", timeout=60) or {}
+    status = ask(minion, "kubeadm_member.status", timeout=60) or {}
     if status.get("state") != "member":
         return False, f"{minion} is not a member ({status.get('state', 'no answer')}): a rejoin matter, not a restart"
     return _apiserver_fault_seen_by_load_balancers(minion)
@@ -99,10 +100,10 @@ def _apiserver_unhealthy(minion, detail):
 def _status(minion):
     """kubeadm_member.status of ``minion``. A machine salt-cloud just made answers but has not
     synced the project's modules yet: they are synced first (not in a dry run)."""
-    status = _ask(minion, "kubeadm_member.status", timeout=60)
-    if status is None and not __opts__.get("test") and _ask(minion, "test.ping", timeout=10) is True:
+    status = ask(minion, "kubeadm_member.status", timeout=60)
+    if status is None and not __opts__.get("test") and ask(minion, "test.ping", timeout=10) is True:
         __salt__["saltutil.cmd"]([minion], "saltutil.sync_modules", tgt_type="list", timeout=60)
-        status = _ask(minion, "kubeadm_member.status", timeout=60)
+        status = ask(minion, "kubeadm_member.status", timeout=60)
     return status
 
 
@@ -164,7 +165,7 @@ def etcd_member(minion):
     node = _node(minion)
     peer_port = _settings()["ports"]["etcd_peer"]
     for other in [n for n in __salt__["cluster_topology.members"]("control_plane") if n != minion]:
-        membership = _ask(other, "etcd_cluster.membership", timeout=60)
+        membership = ask(other, "etcd_cluster.membership", timeout=60)
         if isinstance(membership, dict):
             return True, member_at(membership["members"], node["address"], peer_port)
     return False, None

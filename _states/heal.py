@@ -204,13 +204,6 @@ def lost_reported(name, lost=()):
     return _ret(name, comment=f"lost: {', '.join(f'{m} ({r})' for m, r in roles.items())}; nothing done until they answer")
 
 
-def _ask(minion, fun, arg=(), timeout=30):
-    answer = __salt__["saltutil.cmd"]([minion], fun, arg=list(arg), tgt_type="list", timeout=timeout).get(minion)
-    if not answer or answer.get("retcode", 0) != 0:
-        return None
-    return answer.get("ret")
-
-
 # --- steps of the control-plane rejoin ----------------------------------------------------------------
 
 def stale_etcd_member_removed(name):
@@ -219,7 +212,7 @@ def stale_etcd_member_removed(name):
     node = _node(name)
     peer = f"https://{node['address']}:{__salt__['cluster_topology.settings']()['ports']['etcd_peer']}"
     for other in [n for n in __salt__["cluster_topology.members"]("control_plane") if n != name]:
-        members = _ask(other, "etcd_cluster.members")
+        members = __salt__["heal_check.ask"](other, "etcd_cluster.members")
         if not isinstance(members, list):
             continue
         if not any(peer in m["peer_urls"] for m in members):
@@ -242,7 +235,7 @@ def node_reset(name):
     """The node is reset (kubeadm reset -f) before it joins again when kubeadm's files exist but
     etcd has no healthy member for it: half-joined, or its member was removed. A healthy member
     is never reset; a node with no kubeadm files needs no reset."""
-    status = _ask(name, "kubeadm_member.status", timeout=60)
+    status = __salt__["heal_check.ask"](name, "kubeadm_member.status", timeout=60)
     if status is None:
         return _ret(name, False, f"{name} does not answer kubeadm_member.status")
     if status["state"] == "absent":
