@@ -19,9 +19,7 @@ not (yet, or any more) a control plane: no kube-apiserver manifest.
 """
 
 import os
-import ssl
 import time
-import urllib.request
 
 import salt.utils.beacons
 
@@ -37,16 +35,6 @@ def validate(config):
     if not isinstance(config, list):
         return False, "k8sha_apiserver: configuration must be a list"
     return True, "valid"
-
-
-def _check(url, timeout):
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    try:
-        with urllib.request.urlopen(url, timeout=timeout, context=context) as answer:
-            return answer.status == 200, f"{answer.status} {answer.read(40).decode(errors='replace')}"
-    except Exception as exc:  # pylint: disable=broad-except
-        return False, str(exc)[:200]
 
 
 def step(state, ok, fall, rise, now, remind):
@@ -79,7 +67,8 @@ def beacon(config):
         return []
     port = __salt__["cluster_topology.description"]()["api"]["port"]
     url = config.get("url", f"https://127.0.0.1:{port}/healthz")
-    ok, answer = _check(url, config.get("timeout", 3))
+    probe = __salt__["kubeadm_member.healthz"](url, config.get("timeout", 3))
+    ok, answer = probe["healthy"], probe["answer"]
     state = __context__.get("k8sha_apiserver.state", {"healthy": True, "failures": 0, "successes": 0, "sent": 0})
     state, events = step(state, ok, config.get("fall", 3), config.get("rise", 2), time.monotonic(),
                          config.get("remind", 60))

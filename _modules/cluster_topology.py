@@ -1,6 +1,7 @@
 """
-The cluster description (pillar ``cluster``): defaults, validation and the view
-one node needs to configure its role.
+The cluster description as a node sees it (pillar ``cluster`` over defaults.yaml, read and
+validated by _utils/k8sha_description.py), the settings (``k8sha``), and the view one node
+needs to configure its role.
 
 Every problem is reported at once, each naming the field and the fix, so an
 operator can correct the pillar in one pass. Nothing here changes the system.
@@ -13,8 +14,6 @@ CLI examples::
 """
 
 import copy
-import ipaddress
-import re
 import socket
 import time
 
@@ -24,11 +23,6 @@ __virtualname__ = "cluster_topology"
 
 ROLES = ("loadbalancer", "control_plane", "worker")
 DEFAULTS_URL = "salt://k8sha/defaults.yaml"
-# Secrets that ship in examples or in the seed blog post: never accepted.
-KNOWN_DEFAULT_SECRETS = {"p@ssw0rd", "change-me", "changeme", "password", "secret", "1111"}
-PASS_AUTH_MAX_LEN = 8  # keepalived truncates PASS authentication to 8 characters
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-K8S_VERSION_RE = re.compile(r"^1\.\d{1,2}(\.\d{1,3})?$")
 
 
 def __virtual__():
@@ -36,19 +30,8 @@ def __virtual__():
 
 
 # --------------------------------------------------------------------------
-# Loading: defaults.yaml (one place) merged with pillar
+# Reading: defaults.yaml (one place) under pillar, through the one reader
 # --------------------------------------------------------------------------
-def _merge(base, override):
-    """Deep merge of dicts; lists and scalars in ``override`` replace."""
-    out = copy.deepcopy(base)
-    for key, value in (override or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 DEFAULTS_CACHE_SECONDS = 10
 
 
@@ -70,273 +53,60 @@ def settings():
 
     CLI example: ``salt-call cluster_topology.settings``
     """
-    return _merge(_defaults().get("k8sha", {}), __pillar__.get("k8sha", {}).get("lookup", {}))
+    return __utils__["k8sha_description.merge"](_defaults().get("k8sha", {}), __pillar__.get("k8sha", {}).get("lookup", {}))
+
+
+def _read():
+    """The one reader over this minion's pillar; the VRRP secret is required where it is delivered."""
+    raw = __pillar__.get("cluster")
+    node = next((n for n in raw.get("nodes", []) if isinstance(n, dict) and n.get("name") == _minion_id()), None) \
+        if isinstance(raw, dict) and isinstance(raw.get("nodes"), list) else None
+    require_secrets = bool(node and node.get("role") == "loadbalancer")
+    return __utils__["k8sha_description.read"](raw, _defaults().get("cluster", {}), require_secrets)
+
+
+def _refuse(problems):
+    raise CommandExecutionError(
+        "invalid cluster description (pillar 'cluster'), nothing was changed:\n  - " + "\n  - ".join(problems))
 
 
 def description():
-    """The cluster description: ``cluster`` in defaults.yaml merged with pillar ``cluster``."""
-    pillar_cluster = __pillar__.get("cluster")
-    if not isinstance(pillar_cluster, dict):
-        return pillar_cluster
-    return _merge(_defaults().get("cluster", {}), pillar_cluster)
+    """
+    The cluster description: ``cluster`` in defaults.yaml merged with pillar ``cluster``, validated.
+    Raises a CommandExecutionError listing every problem when it is invalid.
+
+    CLI example: ``salt-call cluster_topology.description``
+    """
+    read = _read()
+    if read["problems"]:
+        _refuse(read["problems"])
+    return read["cluster"]
 
 
-# --------------------------------------------------------------------------
-# Validation (pure functions: they take the description, return problems)
-# --------------------------------------------------------------------------
-def _ip(value):
-    try:
-        return ipaddress.IPv4Address(str(value))
-    except ValueError:
-        return None
+def validate():
+    """
+    Validate the cluster description from pillar. Returns ``{'valid': bool, 'problems': [...]}``.
+    The VRRP secret is required on load balancers (the only role that receives it).
+
+    CLI example: ``salt-call cluster_topology.validate``
+    """
+    problems = _read()["problems"]
+    return {"valid": not problems, "problems": problems}
 
 
-def _network(value):
-    try:
-        return ipaddress.IPv4Network(str(value), strict=True)
-    except ValueError:
-        return None
+def members(role):
+    """Minion ids with ``role`` in the cluster description (well-formed nodes only; never raises)."""
+    return _read()["members"].get(role, [])
 
 
-def _int_in(value, low, high):
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+def served():
+    """
+    The description the master serves (its pillar_roots' cluster.sls over defaults.yaml), read and
+    validated: ``{cluster, problems, members}``. Never raises: the pillar top targets with it.
 
-
-def _check_nodes(desc, problems):
-    nodes = desc.get("nodes")
-    if not isinstance(nodes, list) or not nodes:
-        problems.append(
-            "cluster.nodes: missing or empty; list every node as "
-            "{name, role, address} (see pillar/cluster.sls)"
-        )
-        return []
-    seen_names, seen_addresses, valid = {}, {}, []
-    for index, node in enumerate(nodes):
-        where = f"cluster.nodes[{index}]"
-        if not isinstance(node, dict):
-            problems.append(f"{where}: expected a mapping with name, role and address")
-            continue
-        name = node.get("name")
-        if isinstance(name, str) and name:
-            where = f"cluster.nodes[{index}] ({name})"
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            problems.append(
-                f"{where}.name: {name!r} is not a valid node name; use the minion id, "
-                "lower-case letters, digits and '-' (at most 63 characters)"
-            )
-        elif name.lower() in seen_names:
-            problems.append(
-                f"{where}.name: duplicate name {name!r} (also cluster.nodes[{seen_names[name.lower()]}]); "
-                "every node needs its own minion id"
-            )
-        else:
-            seen_names[name.lower()] = index
-        role = node.get("role")
-        if role not in ROLES:
-            problems.append(f"{where}.role: unknown role {role!r}; use one of {', '.join(ROLES)}")
-        address = _ip(node.get("address"))
-        if address is None:
-            problems.append(
-                f"{where}.address: {node.get('address')!r} is not an IPv4 address; "
-                "set the node's address on the cluster network"
-            )
-        elif address in seen_addresses:
-            problems.append(
-                f"{where}.address: duplicate address {address} (also {seen_addresses[address]}); "
-                "give every node its own address"
-            )
-        else:
-            seen_addresses[address] = where
-        if role in ROLES and address is not None:
-            valid.append(dict(node, address=str(address)))
-    return valid
-
-
-def _check_counts(nodes, problems):
-    control_planes = [n for n in nodes if n["role"] == "control_plane"]
-    if not control_planes:
-        problems.append(
-            "cluster.nodes: no control_plane node; add 3 (etcd needs an odd number: 1, 3 or 5)"
-        )
-    elif len(control_planes) % 2 == 0:
-        problems.append(
-            f"cluster.nodes: {len(control_planes)} control_plane nodes; stacked etcd needs an odd "
-            f"number (quorum): use {len(control_planes) - 1} or {len(control_planes) + 1}"
-        )
-    balancers = [n for n in nodes if n["role"] == "loadbalancer"]
-    if len(balancers) < 2:
-        problems.append(
-            f"cluster.nodes: {len(balancers)} loadbalancer node(s); the VIP needs at least 2 to fail over: "
-            "add a loadbalancer node"
-        )
-
-
-def _check_api(desc, nodes, problems):
-    api = desc.get("api") if isinstance(desc.get("api"), dict) else {}
-    if not isinstance(desc.get("api"), dict):
-        problems.append("cluster.api: missing; set api.vip (the virtual IP) and api.prefix")
-    vip = _ip(api.get("vip"))
-    if vip is None:
-        problems.append(
-            f"cluster.api.vip: {api.get('vip')!r} is not an IPv4 address; "
-            "set a free address in the load balancers' subnet"
-        )
-    if not _int_in(api.get("port"), 1, 65535):
-        problems.append(f"cluster.api.port: {api.get('port')!r} is not a TCP port; use 1-65535 (6443)")
-    prefix = api.get("prefix")
-    if not _int_in(prefix, 8, 32):
-        problems.append(f"cluster.api.prefix: {prefix!r} is not a prefix length; use the subnet's, e.g. 24")
-        return
-    if vip is None:
-        return
-    subnet = ipaddress.IPv4Network(f"{vip}/{prefix}", strict=False)
-    if prefix < 31 and vip in (subnet.network_address, subnet.broadcast_address):
-        problems.append(
-            f"cluster.api.vip: {vip} is the network or broadcast address of {subnet}; choose a host address"
-        )
-    for node in nodes:
-        if node["address"] == str(vip):
-            problems.append(
-                f"cluster.api.vip: {vip} is also the address of node {node['name']}; "
-                "the VIP must be an address no node owns"
-            )
-    outside = [
-        n for n in nodes
-        if n["role"] == "loadbalancer" and ipaddress.IPv4Address(n["address"]) not in subnet
-    ]
-    if outside:
-        names = ", ".join(f"{n['name']} ({n['address']})" for n in outside)
-        problems.append(
-            f"cluster.api.vip: {vip}/{prefix} is outside the subnet of loadbalancer {names}; "
-            f"VRRP works inside one subnet: choose a VIP in {outside[0]['address']}/{prefix} or fix api.prefix"
-        )
-
-
-def _check_vrrp(desc, nodes, problems, require_secrets):
-    vrrp = desc.get("vrrp") if isinstance(desc.get("vrrp"), dict) else {}
-    version = vrrp.get("version")
-    if version not in (2, 3):
-        problems.append(f"cluster.vrrp.version: {version!r}; use 3 (default, sub-second adverts) or 2")
-    if vrrp.get("mode") not in ("unicast", "multicast"):
-        problems.append(
-            f"cluster.vrrp.mode: {vrrp.get('mode')!r}; use unicast (works where the cloud drops multicast) "
-            "or multicast"
-        )
-    if not _int_in(vrrp.get("virtual_router_id"), 1, 255):
-        problems.append(
-            f"cluster.vrrp.virtual_router_id: {vrrp.get('virtual_router_id')!r}; use 1-255, "
-            "unique on the subnet"
-        )
-    if not isinstance(vrrp.get("interface"), str) or not vrrp.get("interface"):
-        problems.append("cluster.vrrp.interface: missing; name the load balancers' network interface (eth0)")
-    _check_advert(vrrp.get("advert_interval"), version, problems)
-    _check_priorities(nodes, problems)
-    _check_secret(vrrp, version, problems, require_secrets)
-
-
-def _check_advert(advert, version, problems):
-    field = "cluster.vrrp.advert_interval"
-    if version == 2 and not _int_in(advert, 1, 255):
-        problems.append(f"{field}: {advert!r}; VRRP version 2 takes whole seconds (1-255); use 1 or version 3")
-    elif version == 3:
-        ok = isinstance(advert, (int, float)) and not isinstance(advert, bool) and 0.01 <= advert <= 40.95
-        if not ok or abs(round(advert * 100) - advert * 100) > 1e-6:
-            problems.append(f"{field}: {advert!r}; VRRP version 3 takes 0.01-40.95 s in steps of 0.01 (0.3)")
-
-
-def _check_priorities(nodes, problems):
-    seen = {}
-    for node in nodes:
-        if node["role"] != "loadbalancer" or node.get("vrrp_priority") is None:
-            continue
-        priority = node["vrrp_priority"]
-        where = f"cluster.nodes ({node['name']}).vrrp_priority"
-        if not _int_in(priority, 1, 254):
-            problems.append(f"{where}: {priority!r}; use 1-254 (255 is reserved for the address owner)")
-        elif priority in seen:
-            problems.append(
-                f"{where}: {priority} is also the priority of {seen[priority]}; "
-                "give each load balancer a different priority"
-            )
-        else:
-            seen[priority] = node["name"]
-
-
-def _check_secret(vrrp, version, problems, require_secrets):
-    secret = vrrp.get("auth_pass")
-    field = "cluster.vrrp.auth_pass"
-    if version == 3 and secret is not None:
-        problems.append(
-            f"{field}: VRRP version 3 has no authentication; remove the secret "
-            "(VRRP is accepted only from the peers' addresses) or set vrrp.version: 2"
-        )
-    if version != 2 or not require_secrets:
-        return
-    fix = "set a random one of at most 8 characters in pillar/secrets/loadbalancer.sls"
-    if not secret:
-        problems.append(f"{field}: missing; VRRP version 2 uses PASS authentication: {fix}")
-    elif str(secret).lower() in KNOWN_DEFAULT_SECRETS:
-        problems.append(f"{field}: a published default password is not a secret; {fix}")
-    elif len(str(secret)) > PASS_AUTH_MAX_LEN:
-        problems.append(
-            f"{field}: {len(str(secret))} characters; keepalived uses only the first "
-            f"{PASS_AUTH_MAX_LEN} of a PASS secret: {fix}"
-        )
-
-
-def _check_kubernetes(desc, nodes, problems):
-    kube = desc.get("kubernetes") if isinstance(desc.get("kubernetes"), dict) else {}
-    # Unquoted, YAML reads 1.30 as the number 1.3: only a string is accepted.
-    if not isinstance(kube.get("version"), str) or not K8S_VERSION_RE.match(kube["version"]):
-        problems.append(
-            f"cluster.kubernetes.version: {kube.get('version')!r}; use a minor or patch version such as '1.31' "
-            "(quoted, so YAML keeps it a string)"
-        )
-    networks = {}
-    for field in ("pod_cidr", "service_cidr"):
-        net = _network(kube.get(field))
-        if net is None:
-            problems.append(
-                f"cluster.kubernetes.{field}: {kube.get(field)!r} is not a network address with prefix "
-                "(e.g. 10.244.0.0/16)"
-            )
-            continue
-        networks[field] = net
-        for node in nodes:
-            if ipaddress.IPv4Address(node["address"]) in net:
-                problems.append(
-                    f"cluster.kubernetes.{field}: {net} contains node {node['name']} ({node['address']}); "
-                    "choose a range that no node address is in"
-                )
-                break
-    if len(networks) == 2 and networks["pod_cidr"].overlaps(networks["service_cidr"]):
-        problems.append(
-            "cluster.kubernetes.service_cidr: overlaps pod_cidr; choose two separate ranges"
-        )
-    sans = kube.get("extra_sans", [])
-    if not isinstance(sans, list) or not all(isinstance(s, str) and s for s in sans):
-        problems.append("cluster.kubernetes.extra_sans: expected a list of DNS names or addresses")
-
-
-def problems_in(desc, require_secrets=False):
-    """Every problem of a cluster description, as 'field: problem; fix' strings."""
-    if not isinstance(desc, dict):
-        return [
-            "cluster: the pillar has no cluster description; copy pillar/cluster.sls "
-            "and make sure pillar/top.sls assigns it to every minion"
-        ]
-    problems = []
-    if not isinstance(desc.get("name"), str) or not NAME_RE.match(desc.get("name", "")):
-        problems.append(
-            f"cluster.name: {desc.get('name')!r}; name the cluster with lower-case letters, digits and '-'"
-        )
-    nodes = _check_nodes(desc, problems)
-    if nodes:
-        _check_counts(nodes, problems)
-    _check_api(desc, nodes, problems)
-    _check_vrrp(desc, nodes, problems, require_secrets)
-    _check_kubernetes(desc, nodes, problems)
-    return problems
+    CLI example: ``salt-run salt.cmd cluster_topology.served``
+    """
+    return __utils__["k8sha_description.served"](__opts__)
 
 
 # --------------------------------------------------------------------------
@@ -392,31 +162,6 @@ def _minion_id():
     return __opts__["id"]
 
 
-def validate(require_secrets=None):
-    """
-    Validate the cluster description from pillar. Returns ``{'valid': bool, 'problems': [...]}``.
-
-    ``require_secrets`` defaults to whether this minion is a load balancer (the only
-    role that receives the VRRP secret).
-
-    CLI example: ``salt-call cluster_topology.validate``
-    """
-    desc = description()
-    if require_secrets is None:
-        node = _find(desc, _minion_id())
-        require_secrets = bool(node and node.get("role") == "loadbalancer")
-    problems = problems_in(desc, require_secrets=require_secrets)
-    return {"valid": not problems, "problems": problems}
-
-
-def _find(desc, minion_id):
-    if not isinstance(desc, dict) or not isinstance(desc.get("nodes"), list):
-        return None
-    return next(
-        (n for n in desc["nodes"] if isinstance(n, dict) and n.get("name") == minion_id), None
-    )
-
-
 def view(minion_id=None):
     """
     The validated description plus what ``minion_id`` (default: this minion) needs:
@@ -426,24 +171,7 @@ def view(minion_id=None):
 
     CLI example: ``salt-call cluster_topology.view``
     """
-    minion_id = minion_id or _minion_id()
-    desc = description()
-    node = _find(desc, minion_id)
-    problems = problems_in(desc, require_secrets=bool(node and node.get("role") == "loadbalancer"))
-    if problems:
-        raise CommandExecutionError(
-            "invalid cluster description (pillar 'cluster'), nothing was changed:\n  - "
-            + "\n  - ".join(problems)
-        )
-    return build_view(desc, minion_id)
-
-
-def members(role):
-    """Minion ids with ``role`` in the cluster description (empty if none or invalid)."""
-    desc = description()
-    if not isinstance(desc, dict) or not isinstance(desc.get("nodes"), list):
-        return []
-    return [n["name"] for n in desc["nodes"] if isinstance(n, dict) and n.get("role") == role and n.get("name")]
+    return build_view(description(), minion_id or _minion_id())
 
 
 def salt_master():
@@ -476,8 +204,7 @@ def config_owners(role=None):
     CLI example: ``salt-call cluster_topology.config_owners loadbalancer``
     """
     if role is None:
-        node = _find(description(), _minion_id())
-        role = node.get("role") if node else None
+        role = next((r for r, names in _read()["members"].items() if _minion_id() in names), None)
     s = settings()
     zone = f"{s['firewall']['zones_dir']}/{s['firewall']['zone']}.xml"
     owners = {

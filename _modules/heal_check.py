@@ -143,7 +143,8 @@ def _apiserver_fault_seen_by_load_balancers(minion):
     url = f"https://{_node(minion)['address']}:{port}/healthz"
     balancers = __salt__["cluster_topology.members"]("loadbalancer")
     answers = __salt__["saltutil.cmd"](balancers, "kubeadm_member.healthz", arg=[url], tgt_type="list", timeout=15)
-    seen = {lb: a.get("ret") for lb, a in answers.items() if a.get("retcode", 0) == 0 and isinstance(a.get("ret"), bool)}
+    seen = {lb: a["ret"]["healthy"] for lb, a in answers.items()
+            if a.get("retcode", 0) == 0 and isinstance(a.get("ret"), dict) and isinstance(a["ret"].get("healthy"), bool)}
     if not seen:
         return False, f"no load balancer answered to probe /healthz of {minion}: nothing is done"
     healthy = sorted(lb for lb, ok in seen.items() if ok)

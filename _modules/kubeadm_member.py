@@ -19,10 +19,8 @@ import json
 import os
 import re
 import shutil
-import ssl
 import subprocess
 import tempfile
-import urllib.request
 
 import yaml
 from salt.exceptions import CommandExecutionError
@@ -121,15 +119,13 @@ def classify(present, control_plane):
 
 
 def healthz(url, timeout=3):
-    """Whether an API server's health URL answers 200 over TLS (the certificate is not
-    checked: this asks "does it answer", as HAProxy's check does)."""
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    try:
-        with urllib.request.urlopen(url, timeout=timeout, context=context) as answer:
-            return answer.status == 200
-    except Exception:  # pylint: disable=broad-except
-        return False
+    """
+    Whether an API server's health URL answers 200 over TLS, as seen from this node:
+    ``{'url', 'healthy', 'answer'}`` (the one probe, _utils/k8sha_probe.py).
+
+    CLI example: ``salt lb1 kubeadm_member.healthz https://198.51.100.21:6443/healthz``
+    """
+    return __utils__["k8sha_probe.healthz"](url, timeout)
 
 
 def status():
@@ -143,7 +139,7 @@ def status():
     state, reason = classify(present, control_plane)
     result = {"node": topology["node"]["name"], "role": role, "state": state, "reason": reason}
     if control_plane and state == "member":
-        result["api_healthy"] = healthz(f"https://127.0.0.1:{topology['cluster']['api']['port']}/healthz")
+        result["api_healthy"] = healthz(f"https://127.0.0.1:{topology['cluster']['api']['port']}/healthz")["healthy"]
     return result
 
 

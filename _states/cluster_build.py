@@ -395,7 +395,7 @@ def _problems():
     not_ready = [n for n in expected if report["nodes"].get(n) != "Ready"]
     if not_ready:
         problems.append(f"nodes not Ready: {', '.join(not_ready)}")
-    if not __salt__["kubeadm_member.healthz"](f"https://{desc['api']['vip']}:{desc['api']['port']}/healthz"):
+    if not __salt__["kubeadm_member.healthz"](f"https://{desc['api']['vip']}:{desc['api']['port']}/healthz")["healthy"]:
         problems.append(f"/healthz through the VIP {desc['api']['vip']}:{desc['api']['port']} does not answer 200")
     return problems
 

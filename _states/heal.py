@@ -182,7 +182,7 @@ def verified(name, detail=None, timeout=60):
     deadline = time.monotonic() + timeout
     while True:
         real, reason = _fault(name, detail)
-        serving = not through_vip or __salt__["kubeadm_member.healthz"](f"https://{api['vip']}:{api['port']}/healthz")
+        serving = not through_vip or __salt__["kubeadm_member.healthz"](f"https://{api['vip']}:{api['port']}/healthz")["healthy"]
         if not real and serving:
             return _ret(name, comment=f"repaired: {reason}" + ("; /healthz answers through the VIP" if through_vip else ""))
         if time.monotonic() > deadline:

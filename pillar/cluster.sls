@@ -1,6 +1,7 @@
-# The cluster description: the one file an operator edits.
-# Defaults for every key not set here: salt/k8sha/defaults.yaml (`cluster:`).
-# It is validated before anything is changed: salt-call cluster_topology.validate
+# The cluster description: the one file an operator edits (plain YAML: the master reads it too).
+# It states only what differs from the defaults; every other key, and what it means:
+# salt/k8sha/defaults.yaml (`cluster:`) and docs/configuration.md.
+# It is validated before anything is changed: salt '*' cluster_topology.validate
 #
 # The shape is the seed's (INAP blog): 2 load balancers sharing a VIP, 3 control planes
 # with stacked etcd, 1 worker, on one flat subnet. Addresses are the one-machine lab's
@@ -9,19 +10,6 @@ cluster:
   name: k8sha-lab
   api:
     vip: 198.51.100.100        # the virtual IP clients use; a free address in the LBs' subnet
-    prefix: 24                 # the subnet's prefix length
-    port: 6443
-  vrrp:
-    version: 3                 # 3: sub-second adverts, no auth; 2: PASS auth (secret in pillar/secrets/)
-    mode: unicast              # unicast | multicast
-    virtual_router_id: 51
-    advert_interval: 0.25
-    interface: eth0
-  kubernetes:
-    version: '1.31'
-    pod_cidr: 10.244.0.0/16
-    service_cidr: 10.96.0.0/12
-    extra_sans: []
   nodes:
     - {name: lb1,     role: loadbalancer,  address: 198.51.100.11, vrrp_priority: 150}
     - {name: lb2,     role: loadbalancer,  address: 198.51.100.12, vrrp_priority: 100}

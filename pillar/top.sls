@@ -1,9 +1,10 @@
 {#- The cluster description goes to every node; secrets only to the nodes that need them,
-    targeted by minion id from the description (never by grains: a minion sets its own grains). #}
-{%- import_yaml 'cluster.sls' as description %}
-{%- set nodes = description.cluster.nodes %}
-{%- set load_balancers = nodes | selectattr('role', 'equalto', 'loadbalancer') | map(attribute='name') | list %}
-{%- set control_planes = nodes | selectattr('role', 'equalto', 'control_plane') | map(attribute='name') | list %}
+    targeted by minion id from the description (never by grains: a minion sets its own grains).
+    The one reader (cluster_topology.served) never fails: a broken description still gives every
+    node its `cluster` pillar, so that the states refuse with the validation list. #}
+{%- set members = salt['cluster_topology.served']()['members'] %}
+{%- set load_balancers = members.loadbalancer %}
+{%- set control_planes = members.control_plane %}
 base:
   '*':
     - cluster
@@ -18,9 +19,9 @@ base:
 {%- endif %}
 {#- Join material exists only during a join (orch.cluster writes and removes it): for the
     joining node, and for the control planes, one of which registers it. #}
-{%- for node in nodes if node.role in ('control_plane', 'worker') %}
-  '{{ ([node.name] + control_planes) | unique | join(",") }}':
+{%- for name in control_planes + members.worker %}
+  '{{ ([name] + control_planes) | unique | join(",") }}':
     - match: list
     - ignore_missing: True
-    - secrets.join.{{ node.name }}
+    - secrets.join.{{ name }}
 {%- endfor %}

@@ -20,6 +20,7 @@ salt._logging.shutdown_temp_handler()
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHIPPED_DESCRIPTION = yaml.safe_load((REPO / "pillar" / "cluster.sls").read_text())
+DEFAULTS = yaml.safe_load((REPO / "salt" / "k8sha" / "defaults.yaml").read_text())
 
 
 def load(kind, name):
@@ -38,14 +39,18 @@ def load_module(name):
 
 def flows(desc):
     """cluster_ports.flows for ``desc`` with the shipped port settings."""
-    ports = yaml.safe_load((REPO / "salt" / "k8sha" / "defaults.yaml").read_text())["k8sha"]["ports"]
-    return load_module("cluster_ports").flows(desc, ports)
+    return load_module("cluster_ports").flows(desc, DEFAULTS["k8sha"]["ports"])
 
 
-def as_utils(name):
-    """A module of _utils/ as the entries Salt's __utils__ would give a module."""
-    module = load("_utils", name)
-    return {f"{name}.{k}": v for k, v in vars(module).items() if callable(v) and not k.startswith("_")}
+def as_utils(*names):
+    """Modules of _utils/ as the entries Salt's __utils__ would give a module; each of them
+    sees the others through its own __utils__, as under Salt's loader."""
+    utils = {}
+    for name in names:
+        module = load("_utils", name)
+        module.__utils__ = utils
+        utils.update({f"{name}.{k}": v for k, v in vars(module).items() if callable(v) and not k.startswith("_")})
+    return utils
 
 
 def merged(base, override):
@@ -59,8 +64,9 @@ def merged(base, override):
 
 
 def description(**overrides):
-    """The shipped description (pillar/cluster.sls) with `cluster` keys overridden."""
-    return merged(SHIPPED_DESCRIPTION["cluster"], overrides)
+    """The shipped description (pillar/cluster.sls) over its defaults, as a node reads it, with
+    `cluster` keys overridden."""
+    return merged(merged(DEFAULTS["cluster"], SHIPPED_DESCRIPTION["cluster"]), overrides)
 
 
 class RenderedMinion:

@@ -11,6 +11,12 @@ def topology():
     return salt_render.load_module("cluster_topology")
 
 
+@pytest.fixture(scope="session")
+def rules():
+    """The description's one reader and its validation (_utils/k8sha_description.py)."""
+    return salt_render.load("_utils", "k8sha_description")
+
+
 @pytest.fixture
 def safe_dir(tmp_path):
     """A directory keepalived's script security accepts (root-owned, not group/world-writable)."""

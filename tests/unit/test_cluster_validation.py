@@ -3,6 +3,7 @@
 import copy
 
 import pytest
+import yaml
 
 import salt_render
 
@@ -11,12 +12,12 @@ def shipped():
     return copy.deepcopy(salt_render.description())
 
 
+DEFAULTS = yaml.safe_load((salt_render.REPO / "salt" / "k8sha" / "defaults.yaml").read_text())["cluster"]
+
+
 def with_defaults(desc):
     """What the states validate: defaults.yaml's `cluster` under the description."""
-    import yaml
-
-    defaults = yaml.safe_load((salt_render.REPO / "salt" / "k8sha" / "defaults.yaml").read_text())
-    return salt_render.merged(defaults["cluster"], desc)
+    return salt_render.merged(DEFAULTS, desc)
 
 
 def nodes_without(desc, name):
@@ -24,14 +25,14 @@ def nodes_without(desc, name):
     return desc
 
 
-def test_shipped_description_is_valid(topology):
-    assert topology.problems_in(with_defaults(shipped())) == []
+def test_shipped_description_is_valid(rules):
+    assert rules.problems_in(with_defaults(shipped())) == []
 
 
-def test_shipped_description_with_vrrp2_and_a_real_secret_is_valid(topology):
+def test_shipped_description_with_vrrp2_and_a_real_secret_is_valid(rules):
     desc = with_defaults(shipped())
     desc["vrrp"].update(version=2, advert_interval=1, auth_pass="q7Zr2kP1")
-    assert topology.problems_in(desc, require_secrets=True) == []
+    assert rules.problems_in(desc, require_secrets=True) == []
 
 
 def _cp(n):
@@ -158,6 +159,82 @@ def bad_cluster_name(d):
     d["name"] = "My Cluster"
 
 
+def misspelt_node_key(d):
+    d["nodes"][0]["vrrp_priorty"] = 200
+
+
+def misspelt_section_key(d):
+    d["vrrp"]["advert_intervall"] = 1
+
+
+def unknown_top_key(d):
+    d["kubernets"] = {"version": "1.31"}
+
+
+def unknown_key_far_from_any(d):
+    d["api"]["zzz"] = 1
+
+
+def preempt_as_a_string(d):
+    d["vrrp"]["preempt"] = "false"
+
+
+def priority_on_a_worker(d):
+    d["nodes"][5]["vrrp_priority"] = 90
+
+
+def interface_injection(d):
+    d["vrrp"]["interface"] = "eth0; rm -rf /"
+
+
+def interface_xml_injection(d):
+    d["vrrp"]["interface"] = 'eth0"/><rule/>'
+
+
+def interface_too_long(d):
+    d["vrrp"]["interface"] = "a" * 16
+
+
+def san_injection(d):
+    d["kubernetes"]["extra_sans"] = ["api.example.com", "x\n  evil: true"]
+
+
+def san_not_a_list(d):
+    d["kubernetes"]["extra_sans"] = "api.example.com"
+
+
+def secret_with_a_comment_character(d):
+    d["vrrp"].update(version=2, advert_interval=1, auth_pass="ab#cd")
+
+
+def secret_as_a_number(d):
+    d["vrrp"].update(version=2, advert_interval=1, auth_pass=12345678)
+
+
+def nodes_not_a_list(d):
+    d["nodes"] = {"lb1": "198.51.100.11"}
+
+
+def node_is_a_string(d):
+    d["nodes"][2] = "cp1"
+
+
+def nodes_missing(d):
+    del d["nodes"]
+
+
+def section_not_a_mapping(d):
+    d["api"] = ["198.51.100.100"]
+
+
+def address_with_a_blank(d):
+    d["nodes"][5]["address"] = "198.51.100.31 "
+
+
+def version_as_a_boolean(d):
+    d["vrrp"]["version"] = True
+
+
 CASES = [
     (even_control_planes, "cluster.nodes: 4 control_plane nodes", "use 3 or 5"),
     (zero_control_planes, "cluster.nodes: no control_plane node", "add 3"),
@@ -172,7 +249,7 @@ CASES = [
     (priority_out_of_range, "cluster.nodes (lb2).vrrp_priority: 255", "use 1-254"),
     (unknown_role, "cluster.nodes[5] (worker1).role: unknown role 'etcd'", "loadbalancer, control_plane, worker"),
     (bad_address, "cluster.nodes[5] (worker1).address: '198.51.100.300' is not an IPv4 address", "set the node's address"),
-    (no_nodes, "cluster.nodes: missing or empty", "list every node"),
+    (no_nodes, "cluster.nodes: missing, empty or not a list", "list every node"),
     (vrrp2_without_secret, "cluster.vrrp.auth_pass: missing", "pillar/secrets/loadbalancer.sls"),
     (vrrp2_seed_password, "cluster.vrrp.auth_pass: a published default password", "at most 8 characters"),
     (vrrp2_example_placeholder, "cluster.vrrp.auth_pass: a published default password", "pillar/secrets/loadbalancer.sls"),
@@ -189,36 +266,82 @@ CASES = [
     (overlapping_cidrs, "cluster.kubernetes.service_cidr: overlaps pod_cidr", "separate ranges"),
     (unquoted_kubernetes_version, "cluster.kubernetes.version: 1.3", "quoted"),
     (bad_cluster_name, "cluster.name: 'My Cluster'", "lower-case"),
+    (misspelt_node_key, "cluster.nodes[0] (lb1).vrrp_priorty: unknown key", "did you mean 'vrrp_priority'?"),
+    (misspelt_section_key, "cluster.vrrp.advert_intervall: unknown key", "did you mean 'advert_interval'?"),
+    (unknown_top_key, "cluster.kubernets: unknown key", "did you mean 'kubernetes'?"),
+    (unknown_key_far_from_any, "cluster.api.zzz: unknown key", "the keys here are vip, prefix, port"),
+    (preempt_as_a_string, "cluster.vrrp.preempt: 'false' is not a boolean", "without quotes"),
+    (priority_on_a_worker, "cluster.nodes[5] (worker1).vrrp_priority: only load balancers", "remove it"),
+    (interface_injection, "cluster.vrrp.interface: 'eth0; rm -rf /' is not an interface name", "e.g. eth0"),
+    (interface_xml_injection, "cluster.vrrp.interface: 'eth0\"/><rule/>' is not an interface name", "at most 15"),
+    (interface_too_long, "cluster.vrrp.interface: 'aaaaaaaaaaaaaaaa'", "at most 15"),
+    (san_injection, "cluster.kubernetes.extra_sans[1]: 'x\\n  evil: true' is neither a DNS name", "fix or remove"),
+    (san_not_a_list, "cluster.kubernetes.extra_sans: 'api.example.com'", "expected a list"),
+    (secret_with_a_comment_character, "cluster.vrrp.auth_pass: not a quoted string", "'!' and '#'"),
+    (secret_as_a_number, "cluster.vrrp.auth_pass: not a quoted string", "pillar/secrets/loadbalancer.sls"),
+    (nodes_not_a_list, "cluster.nodes: missing, empty or not a list (got dict", "list every node"),
+    (node_is_a_string, "cluster.nodes[2]: 'cp1' is a str", "expected a mapping {name, role, address}"),
+    (nodes_missing, "cluster.nodes: missing", "list every node"),
+    (section_not_a_mapping, "cluster.api: list ['198.51.100.100']", "expected a mapping of vip, prefix, port"),
+    (address_with_a_blank, "cluster.nodes[5] (worker1).address: '198.51.100.31 ' is not an IPv4 address",
+     "set the node's address"),
+    (version_as_a_boolean, "cluster.vrrp.version: True", "use 3"),
 ]
 
 
 @pytest.mark.parametrize("breaks, field, fix", CASES, ids=[c[0].__name__ for c in CASES])
-def test_each_problem_names_the_field_and_the_fix(topology, breaks, field, fix):
+def test_each_problem_names_the_field_and_the_fix(rules, breaks, field, fix):
     desc = with_defaults(shipped())
     breaks(desc)
-    problems = topology.problems_in(desc, require_secrets=True)
+    problems = rules.problems_in(desc, require_secrets=True)
     matching = [p for p in problems if p.startswith(field)]
     assert matching, f"no problem starting with {field!r} in {problems}"
     assert fix in matching[0]
 
 
-def test_every_problem_is_reported_at_once(topology):
+def test_every_problem_is_reported_at_once(rules):
     desc = with_defaults(shipped())
     even_control_planes(desc)
     vip_outside_subnet(desc)
     unknown_role(desc)
-    problems = topology.problems_in(desc)
+    problems = rules.problems_in(desc)
     assert len(problems) == 3, problems
 
 
-def test_missing_description_says_where_it_belongs(topology):
-    assert "pillar/cluster.sls" in topology.problems_in(None)[0]
+def test_missing_description_says_where_it_belongs(rules):
+    assert "pillar/cluster.sls" in rules.problems_in(None)[0]
 
 
-def test_secret_is_only_required_where_it_is_delivered(topology):
+def test_a_description_that_is_a_list_is_one_problem(rules):
+    assert rules.problems_in([shipped()]) == [
+        "cluster: a list; expected a mapping of name, api, vrrp, kubernetes, nodes (see pillar/cluster.sls)"]
+
+
+def test_the_reader_merges_defaults_and_never_raises_on_a_broken_description(rules):
+    read = rules.read(shipped(), DEFAULTS)
+    assert read["problems"] == [] and read["cluster"]["api"]["port"] == 6443
+    assert read["members"]["control_plane"] == ["cp1", "cp2", "cp3"]
+    broken = shipped()
+    broken["nodes"] = ["lb1", {"name": "lb2", "role": "loadbalancer"}, {"name": "x,*", "role": "worker"}, 7]
+    read = rules.read(broken, DEFAULTS)
+    assert read["problems"] and read["members"] == {"loadbalancer": ["lb2"], "control_plane": [], "worker": []}
+    for raw in (None, [], "text", {"nodes": None}):
+        assert rules.read(raw, DEFAULTS)["problems"], raw
+
+
+def test_the_master_reads_the_file_pillar_roots_serve(rules, tmp_path):
+    (tmp_path / "cluster.sls").write_text(yaml.safe_dump({"cluster": shipped()}))
+    opts = {"pillar_roots": {"base": [str(tmp_path)]}, "file_roots": {"base": [str(salt_render.REPO / "salt")]}}
+    assert rules.served(opts)["problems"] == []
+    (tmp_path / "cluster.sls").write_text("cluster: [unclosed\n")
+    problems = rules.served(opts)["problems"]
+    assert len(problems) == 1 and problems[0].startswith("pillar/cluster.sls: not YAML") and "fix its syntax" in problems[0]
+
+
+def test_secret_is_only_required_where_it_is_delivered(rules):
     desc = with_defaults(shipped())
     vrrp2_without_secret(desc)
-    assert topology.problems_in(desc, require_secrets=False) == []
+    assert rules.problems_in(desc, require_secrets=False) == []
 
 
 def test_view_derives_priorities_peers_and_initial_state(topology):

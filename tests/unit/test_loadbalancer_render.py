@@ -177,6 +177,18 @@ REFUSALS = {
         "cluster.vrrp.auth_pass: a published default password",
     ),
     "vrrp2_no_password": (description(vrrp={"version": 2, "advert_interval": 1}), None, "cluster.vrrp.auth_pass: missing"),
+    # Structurally broken descriptions: the pillar top survives them, the states refuse with the list.
+    "nodes_not_a_list": (description(nodes={"lb1": "198.51.100.11"}), None, "cluster.nodes: missing, empty or not a list"),
+    "node_is_a_string": (description(nodes=["lb1", *description()["nodes"][1:]]), None,
+                         "cluster.nodes[0]: 'lb1' is a str; expected a mapping"),
+    "nodes_missing": ({k: v for k, v in description().items() if k != "nodes"}, None, "cluster.nodes: missing"),
+    "cluster_is_a_list": ([description()], None, "cluster: a list; expected a mapping"),
+    "two_nodes_one_name": (description(nodes=[dict(n, name="cp1") if n["name"] == "cp2" else n
+                                              for n in description()["nodes"]]), None, "duplicate name 'cp1'"),
+    "interface_injection": (description(vrrp={"interface": "eth0; rm -rf /"}), None,
+                            "cluster.vrrp.interface: 'eth0; rm -rf /' is not an interface name"),
+    "misspelt_key": (description(nodes=[dict(description()["nodes"][0], vrrp_priorty=200), *description()["nodes"][1:]]),
+                     None, "cluster.nodes[0] (lb1).vrrp_priorty: unknown key; did you mean 'vrrp_priority'?"),
 }
 
 

@@ -32,7 +32,8 @@ def load_driver(tmp_path, events, auth_url):
         "profiles": {"openstack-control-plane": {"provider": PROVIDER}}}
     driver.__active_provider_name__ = PROVIDER
     driver.__opts__["pillar_roots"] = {"base": [str(salt_render.REPO / "pillar")]}
-    driver.__utils__ = dict(salt_render.as_utils("k8sha_enrolment"), **salt_render.as_utils("k8sha_cloud"),
+    driver.__opts__["file_roots"] = {"base": [str(salt_render.REPO / "salt")]}
+    driver.__utils__ = dict(salt_render.as_utils("k8sha_enrolment", "k8sha_cloud", "k8sha_description"),
                             **{"cloud.fire_event": lambda *args, **kwargs: events.append(args[2])})
     return driver
 
