@@ -65,7 +65,7 @@ test: setup
 # The user's main job in the lab: the bridge and the salt-master, then one command builds
 # the cluster (machines through salt-cloud, load balancers, kubeadm), then its status.
 demo: lab-build
-	lab/lab salt-run cluster.status format=table
+	lab/lab salt-run cluster.status
 
 lab-up: setup
 	lab/lab up

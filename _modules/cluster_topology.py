@@ -56,12 +56,14 @@ def settings():
     return __utils__["k8sha_description.merge"](_defaults().get("k8sha", {}), __pillar__.get("k8sha", {}).get("lookup", {}))
 
 
-def _read():
-    """The one reader over this minion's pillar; the VRRP secret is required where it is delivered."""
+def _read(require_secrets=None):
+    """The one reader over this minion's pillar; by default the VRRP secret is required where
+    it is delivered (the load balancers)."""
     raw = __pillar__.get("cluster")
-    node = next((n for n in raw.get("nodes", []) if isinstance(n, dict) and n.get("name") == _minion_id()), None) \
-        if isinstance(raw, dict) and isinstance(raw.get("nodes"), list) else None
-    require_secrets = bool(node and node.get("role") == "loadbalancer")
+    if require_secrets is None:
+        node = next((n for n in raw.get("nodes", []) if isinstance(n, dict) and n.get("name") == _minion_id()), None) \
+            if isinstance(raw, dict) and isinstance(raw.get("nodes"), list) else None
+        require_secrets = bool(node and node.get("role") == "loadbalancer")
     return __utils__["k8sha_description.read"](raw, _defaults().get("cluster", {}), require_secrets)
 
 
@@ -70,27 +72,32 @@ def _refuse(problems):
         "invalid cluster description (pillar 'cluster'), nothing was changed:\n  - " + "\n  - ".join(problems))
 
 
-def description():
+def description(strict=True):
     """
     The cluster description: ``cluster`` in defaults.yaml merged with pillar ``cluster``, validated.
-    Raises a CommandExecutionError listing every problem when it is invalid.
+    Raises a CommandExecutionError listing every problem when it is invalid; with ``strict=False``
+    it is returned as it is (``{}`` if it is no mapping), for labels only: the orchestrations name
+    their steps with it and their first step refuses an invalid description.
 
     CLI example: ``salt-call cluster_topology.description``
     """
     read = _read()
+    if not strict:
+        return read["cluster"] if isinstance(read["cluster"], dict) else {}
     if read["problems"]:
         _refuse(read["problems"])
     return read["cluster"]
 
 
-def validate():
+def validate(require_secrets=None):
     """
     Validate the cluster description from pillar. Returns ``{'valid': bool, 'problems': [...]}``.
-    The VRRP secret is required on load balancers (the only role that receives it).
+    ``require_secrets`` defaults to whether this minion is a load balancer (the only role that
+    receives the VRRP secret).
 
     CLI example: ``salt-call cluster_topology.validate``
     """
-    problems = _read()["problems"]
+    problems = _read(require_secrets)["problems"]
     return {"valid": not problems, "problems": problems}
 
 

@@ -225,5 +225,34 @@ def remediation_table(faults):
     return "\n".join(lines)
 
 
+# --- the master's configuration: reactions and the reconciliation's schedule ---------------------------------
+
+# Reactions besides the fault catalogue's events, which all go to reactor/fault.sls.
+OTHER_REACTIONS = {
+    "salt/presence/change": "node_lost",
+    "k8sha/keepalived/state": "keepalived_state",
+    "k8sha/heal/recheck": "heal_recheck",
+}
+RECONCILE_MINUTES = 5
+
+
+def master_reactors(faults):
+    """The master's `reactor` list: every tag of the catalogue to reactor/fault.sls, then the others."""
+    tags = [{entry["tag"]: ["salt://reactor/fault.sls"]} for entry in faults.values()]
+    return tags + [{tag: [f"salt://reactor/{name}.sls"]} for tag, name in OTHER_REACTIONS.items()]
+
+
+def master_schedule(minutes=RECONCILE_MINUTES):
+    """The master's `schedule`: the catalogue's checks on every node every few minutes (and once
+    when the master starts), so that a fault whose event was lost is repaired."""
+    return {"k8sha-reconcile": {"function": "heal.reconcile", "minutes": minutes, "run_on_start": True,
+                                "maxrunning": 1}}
+
+
 if __name__ == "__main__":
-    print(remediation_table(catalogue()))
+    import sys
+
+    if sys.argv[1:] == ["--master-config"]:
+        print(yaml.safe_dump({"reactor": master_reactors(catalogue()), "schedule": master_schedule()}, sort_keys=False))
+    else:
+        print(remediation_table(catalogue()))

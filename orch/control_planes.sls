@@ -3,7 +3,7 @@
     member at a time), each with fresh join material.
     salt-run state.orch orch.control_planes #}
 {%- set control_planes = salt['cluster_topology.members']('control_plane') %}
-{%- set cluster = salt['cluster_topology.description']() %}
+{%- set cluster = salt['cluster_topology.description'](strict=False) %}
 
 control-planes-converged:
   salt.state:
@@ -13,14 +13,14 @@ control-planes-converged:
     - highstate: True
     - failhard: True
 
-kubernetes-cluster-initialised:
-  cluster_build.initialised:
+kubernetes-cluster-initialized:
+  kubeadm_cluster.initialized:
     - name: {{ cluster.get('name', 'unnamed') }}
     - failhard: True
 {%- for node in control_planes %}
 
 control-plane-{{ node }}-joined:
-  cluster_build.joined:
+  kubeadm_cluster.nodes_joined:
     - name: {{ node }}
     - failhard: True
 {%- endfor %}

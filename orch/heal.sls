@@ -87,7 +87,7 @@ heal-{{ fault }}-role-applied:
       - heal-{{ fault }}-node-reset
 
 heal-{{ fault }}-joined:
-  cluster_build.joined:
+  kubeadm_cluster.nodes_joined:
     - name: {{ node | json }}
     - onchanges:
       - heal-{{ fault }}-needed

@@ -1,6 +1,6 @@
 {#- The load balancers (HAProxy + keepalived) and the VIP in front of the API.
     salt-run state.orch orch.load_balancers #}
-{%- set cluster = salt['cluster_topology.description']() %}
+{%- set cluster = salt['cluster_topology.description'](strict=False) %}
 
 load-balancers-converged:
   salt.state:

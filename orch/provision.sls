@@ -1,7 +1,8 @@
 {#- Validate the description, create the machines (salt-cloud map), wait for their minions.
     salt-run state.orch orch.provision #}
 {%- set settings = salt['cluster_topology.settings']() %}
-{%- set cluster = salt['cluster_topology.description']() %}
+{#- strict=False: names only, so that an invalid description reaches the first step, which lists its problems. #}
+{%- set cluster = salt['cluster_topology.description'](strict=False) %}
 
 cluster-description-valid:
   cluster_build.description_valid:
@@ -12,14 +13,14 @@ cluster-description-valid:
 {#- The groups the instances' profiles name must exist before the instances (in Neutron, or
     on the lab's switch, which enforces the same rules). #}
 cluster-security-groups-ready:
-  cluster_build.security_groups_ready:
+  cluster_machines.security_groups_ready:
     - name: {{ cluster.get('name', 'unnamed') }}
     - failhard: True
 {%- endif %}
 {%- if settings.cloud.provision %}
 
 cluster-machines-present:
-  cluster_build.instances_present:
+  cluster_machines.instances_present:
     - name: {{ cluster.get('name', 'unnamed') }}
 {%- if settings.cloud.map %}
     - map: {{ settings.cloud.map }}
@@ -33,7 +34,7 @@ cluster-machines-present:
 
 {#- OpenStack: the VIP may move only if Neutron allows it on both LB ports. #}
 cluster-vip-networking-ready:
-  cluster_build.vip_networking_ready:
+  cluster_machines.vip_networking_ready:
     - name: {{ cluster.get('api', {}).get('vip', 'unset') }}
     - failhard: True
 {%- endif %}

@@ -12,7 +12,7 @@ workers-converged:
     - failhard: True
 
 workers-joined:
-  cluster_build.joined:
+  kubeadm_cluster.nodes_joined:
     - name: workers
     - nodes: {{ workers | json }}
     - failhard: True

@@ -1,11 +1,9 @@
 import os
 import pathlib
-import sys
 
 import pytest
 
 TESTS = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(TESTS))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,6 +1,7 @@
 """The lab's salt-master: a host process in its own network namespace on the bridge,
 serving the project tree (file_roots, pillar_roots, module_dirs)."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -57,31 +58,22 @@ def master_config(pillar_dir=None):
     }
 
 
-FAULT_CATALOGUE = config.REPO / "salt" / "k8sha" / "faults.yaml"
-
-# Reactions besides the fault catalogue's events, which all go to reactor/fault.sls.
-REACTORS = {
-    "salt/presence/change": "node_lost",
-    "k8sha/keepalived/state": "keepalived_state",
-    "k8sha/heal/recheck": "heal_recheck",
-}
+def _healing():
+    """_utils/k8sha_heal.py, where the master's reactions and schedule are defined (production's too)."""
+    spec = importlib.util.spec_from_file_location("k8sha_heal", config.REPO / "_utils" / "k8sha_heal.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def reactors():
     """The master's reactor list: every tag of the fault catalogue, then the others."""
-    faults = yaml.safe_load(FAULT_CATALOGUE.read_text())
-    tags = [{entry["tag"]: ["salt://reactor/fault.sls"]} for entry in faults.values()]
-    return tags + [{tag: [f"salt://reactor/{name}.sls"]} for tag, name in REACTORS.items()]
+    healing = _healing()
+    return healing.master_reactors(healing.catalogue())
 
 
-# The master's schedule: the catalogue's checks on every node every few minutes (and once
-# when the master starts), so that a fault whose event was lost is repaired.
-RECONCILE_MINUTES = 5
-
-
-def schedule(minutes=RECONCILE_MINUTES):
-    return {"k8sha-reconcile": {"function": "heal.reconcile", "minutes": minutes, "run_on_start": True,
-                                "maxrunning": 1}}
+def schedule():
+    return _healing().master_schedule()
 
 
 def write_config(pillar_dir=None):
@@ -147,6 +139,12 @@ def salt_command(tool, *args):
     """argv for a Salt CLI tool against the lab master."""
     return ["nsenter", f"--net=/run/netns/{config.MASTER_NS}", "--",
             str(config.VENV_BIN / tool), "-c", str(config.SALT_CONFIG_DIR), *args]
+
+
+def salt_text(tool, *args, timeout=600):
+    """Run a Salt CLI tool with its default outputter: (stdout, exit code)."""
+    result = subprocess.run(salt_command(tool, *args), capture_output=True, text=True, timeout=timeout)
+    return result.stdout, result.returncode
 
 
 def salt_json(tool, *args, timeout=600):

@@ -1,7 +1,7 @@
 """
 Security groups enforced by the lab's switch, as Neutron enforces them on each port: the
 rules are the ones orch.provision computes for OpenStack (openstack_net.cluster_rules, via
-cluster_build.security_groups_ready), made into nftables rules on the bridge inside the
+cluster_machines.security_groups_ready), made into nftables rules on the bridge inside the
 switch namespace. A machine's port gets the groups of its salt-cloud profile; the master's
 port gets `k8sha-salt-master`, as the master's instance would on OpenStack.
 
@@ -94,7 +94,7 @@ def set_port(name, groups):
     unknown = [g for g in groups if g not in state["groups"]]
     if unknown:
         raise LabError(f"security group {unknown[0]} not found: orch.provision creates the cluster's groups "
-                       "(cluster_build.security_groups_ready)")
+                       "(cluster_machines.security_groups_ready)")
     state["ports"][name] = list(groups)
     _save(state)
     apply(state)

@@ -1,16 +1,13 @@
 """A real salt-master and minions (pytest-salt-factories) over the project's tree."""
 
 import shutil
-import sys
 
 import pytest
 import yaml
-
-import salt_render
+from helpers import salt_render
 
 REPO = salt_render.REPO
-sys.path.insert(0, str(REPO / "lab"))
-from lablib import master as master_config  # noqa: E402
+HEALING = salt_render.load("_utils", "k8sha_heal")
 
 SECRET = "v2Kp9xQe"
 
@@ -71,7 +68,7 @@ def master(salt_factories, pillar_root):
         "pillar_roots": {"base": [str(pillar_root)]},
         "module_dirs": [str(REPO)],
         "loop_interval": 1,
-        "reactor": master_config.reactors(),  # the same reactions as the lab's master
+        "reactor": HEALING.master_reactors(HEALING.catalogue()),  # the reactions a production master has
     }
     factory = salt_factories.salt_master_daemon("k8sha-master", overrides=overrides)
     with factory.started():

@@ -1,5 +1,5 @@
 """
-Provisioning on OpenStack end to end, against tests/fake_openstack.py served over HTTP on
+Provisioning on OpenStack end to end, against tests/helpers/fake_openstack.py served over HTTP on
 127.0.0.1: on a real salt-master, `orch.provision` creates the seed's six instances through
 salt-cloud with the project's driver and profiles, each on a port with the description's
 address, and prepares the VIP's networking (security groups, VIP port, the VIP allowed on both
@@ -22,9 +22,8 @@ import pytest
 import salt.config
 import salt.key
 import yaml
-from fake_openstack import FakeOpenStack
-
-import salt_render
+from helpers import salt_render
+from helpers.fake_openstack import FakeOpenStack
 
 REPO = salt_render.REPO
 NODES = ["cp1", "cp2", "cp3", "lb1", "lb2", "worker1"]

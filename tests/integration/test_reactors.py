@@ -12,14 +12,10 @@ import json
 import os
 import pathlib
 import subprocess
-import sys
 import threading
 import time
 
-import salt_render
-
-sys.path.insert(0, str(salt_render.REPO / "tests" / "unit"))
-from tls_backends import ApiServerStandIn, self_signed  # noqa: E402
+from helpers.tls_backends import ApiServerStandIn, self_signed
 
 
 def restarts(heal_dir):
@@ -184,7 +180,7 @@ def test_join_material_left_by_a_dead_run_is_removed(master, minions, heal_dir):
     is gone): heal.clean_join_material (the reconciliation's first step) removes it and revokes its
     token on a control plane. (Not heal.reconcile itself: its repairs would apply states to the
     minions of this tier, which run on this host.)"""
-    # Where cluster_build.joined writes it: the master's first pillar root.
+    # Where kubeadm_cluster.nodes_joined writes it: the master's first pillar root.
     join_dir = pathlib.Path(master.config["pillar_roots"]["base"][0]) / "secrets" / "join"
     join_dir.mkdir(parents=True, exist_ok=True)
     dead = subprocess.Popen(["true"])

@@ -15,8 +15,7 @@ import threading
 import time
 
 import pytest
-
-from lab_session import LAB_CLI, Lab, lab_unavailable, machine, master, pillar_with_api_port
+from helpers.lab_session import LAB_CLI, Lab, lab_unavailable, machine, master, pillar_with_api_port
 
 LAST = "test_lab_down_leaves_nothing_behind"
 PILLAR_DIR = "/run/k8sha-lab-test-pillar"  # the tier's description (API port 16443); on tmpfs, gone at reboot

@@ -9,8 +9,7 @@ import tempfile
 import time
 
 import yaml
-
-from lab_session import API_PORT, REPO, VIP, config, master, secgroups
+from helpers.lab_session import API_PORT, REPO, VIP, config, master, secgroups
 
 CONTROL_PLANES = ("cp1", "cp2", "cp3")
 NODES = ("cp1", "cp2", "cp3", "worker1")
@@ -31,7 +30,7 @@ def test_orch_cluster_builds_a_healthy_cluster_from_nothing(lab):
     states = lab.first_run["states"]
     assert all(s["result"] is True for s in states.values()), lab.failed_states(lab.first_run)
     assert states["cluster-machines-present"]["changes"]["created"] == sorted(["lb1", "lb2", *NODES])
-    assert states["kubernetes-cluster-initialised"]["changes"] == {"cp1": "initialised"}
+    assert states["kubernetes-cluster-initialized"]["changes"] == {"cp1": "initialized"}
     for node in ("cp2", "cp3"):
         assert states[f"control-plane-{node}-joined"]["changes"] == {node: "joined"}
     assert states["workers-joined"]["changes"] == {"worker1": "joined"}
@@ -166,7 +165,9 @@ def test_a_fourth_etcd_member_fails_verify_and_is_flagged_with_its_safe_removal(
         flagged = [p for p in status["etcd"]["problems"] if peer in p]
         print("\ncluster.status with a fourth member:", *status["etcd"]["problems"], sep="\n  ")
         assert len(status["etcd"]["members"]) == 4 and flagged
-        table, _ = master.salt_json("salt-run", "cluster.status", "format=table")
+        table, code = master.salt_text("salt-run", "cluster.status")
+        verdict = table.splitlines()[0]
+        assert verdict.startswith("DEGRADED: ") and "etcd member (unstarted" in verdict and code == 1, table
         assert "! etcd member (unstarted" in table and peer in table
     finally:
         removed = lab.salt("cp1", "etcd_cluster.remove_member", peer)["cp1"]

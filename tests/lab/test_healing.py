@@ -10,7 +10,7 @@ import json
 import subprocess
 import time
 
-from lab_session import API_PORT, LAB_CLI, LOAD_BALANCERS, REPO, VIP, config, master
+from helpers.lab_session import API_PORT, LAB_CLI, LOAD_BALANCERS, REPO, VIP, config, master
 
 CONTROL_PLANES = ("cp1", "cp2", "cp3")
 

@@ -3,7 +3,7 @@
 import os
 import subprocess
 
-from lab_session import LAB_CLI, config, machine
+from helpers.lab_session import LAB_CLI, config, machine
 
 
 def test_status_lists_every_machine_running(lab):

@@ -5,7 +5,7 @@ the timeouts below only bound how long a broken system is waited for."""
 import subprocess
 import time
 
-from lab_session import API_PORT, LOAD_BALANCERS, VIP, master, net, secgroups
+from helpers.lab_session import API_PORT, LOAD_BALANCERS, VIP, master, net, secgroups
 
 
 def test_exactly_one_load_balancer_holds_the_vip(lab):
@@ -185,13 +185,14 @@ def test_reapplying_the_role_changes_nothing(lab):
 
 def test_cluster_status_runner_agrees_with_the_machines(lab):
     holder = lab.one_holder()
-    status, _ = master.salt_json("salt-run", "cluster.status")
+    status, code = master.salt_json("salt-run", "cluster.status")
     assert status["vip_holders"] == [holder]
     assert status["api"]["healthy"] is True
     for lb in LOAD_BALANCERS:
         assert status["load_balancers"][lb]["haproxy"]["up"] == 3
-    table, _ = master.salt_json("salt-run", "cluster.status", "format=table")
-    assert f"held by {holder}" in table
+    assert (status["verdict"], status["reasons"], code) == ("healthy", [], 0)
+    table, code = master.salt_text("salt-run", "cluster.status")
+    assert table.startswith("HEALTHY\n") and f"held by {holder}" in table and code == 0
 
 
 def test_lab_namespaces_reach_only_the_lab_subnet(lab):

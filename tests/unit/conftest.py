@@ -2,8 +2,7 @@ import os
 import shutil
 
 import pytest
-
-import salt_render
+from helpers import salt_render
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 import copy
 
-import salt_render
+from helpers import salt_render
 
 
 def runner():

@@ -4,8 +4,7 @@ import copy
 
 import pytest
 import yaml
-
-import salt_render
+from helpers import salt_render
 
 
 def shipped():

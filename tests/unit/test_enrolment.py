@@ -10,8 +10,7 @@ import time
 import pytest
 import salt.config
 import salt.key
-
-import salt_render
+from helpers import salt_render
 
 enrolment = salt_render.load("_utils", "k8sha_enrolment")
 engine = salt_render.load("_engines", "k8sha_enrolment")

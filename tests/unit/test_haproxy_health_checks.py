@@ -13,9 +13,8 @@ import subprocess
 import time
 
 import pytest
-
-import salt_render
-from tls_backends import ApiServerStandIn, self_signed
+from helpers import salt_render
+from helpers.tls_backends import ApiServerStandIn, self_signed
 
 pytestmark = pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy not installed (make setup)")
 

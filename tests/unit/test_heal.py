@@ -7,10 +7,9 @@ import sys
 
 import pytest
 import yaml
+from helpers import salt_render
 
-import salt_render
-
-sys.path.insert(0, str(salt_render.REPO / "lab"))
+from lablib import master as lab_master
 
 load = salt_render.load
 healing = load("_utils", "k8sha_heal")
@@ -205,9 +204,9 @@ def test_each_reactor_only_hands_the_event_to_one_runner(minion, reactor, tag, r
 
 
 def test_the_masters_reactors_cover_the_catalogue_and_nothing_else_reaches_a_repair():
-    from lablib import master as lab_master  # pylint: disable=import-outside-toplevel
-    reactions = {tag: files for item in lab_master.reactors() for tag, files in item.items()}
+    reactions = {tag: files for item in healing.master_reactors(FAULTS) for tag, files in item.items()}
     assert {t for t, f in reactions.items() if f == ["salt://reactor/fault.sls"]} == {e["tag"] for e in FAULTS.values()}
+    assert lab_master.master_config()["reactor"] == healing.master_reactors(FAULTS)
     assert lab_master.master_config()["schedule"]["k8sha-reconcile"]["function"] == "heal.reconcile"
 
 
@@ -259,10 +258,9 @@ def test_a_control_plane_is_a_member_when_etcd_says_so_not_kubeadms_files(files,
 
 
 def test_the_documented_master_configuration_reacts_as_the_labs_master():
-    from lablib import master as lab_master  # pylint: disable=import-outside-toplevel
     readme = (salt_render.REPO / "docs" / "architecture.md").read_text()
     block = readme[readme.index("\nreactor:", readme.index("Point the salt-master at the tree")):]
     block = block[:block.index("```")]
     listed = yaml.safe_load(block)
-    assert listed["reactor"] == lab_master.reactors()
-    assert listed["schedule"] == lab_master.schedule()
+    assert listed["reactor"] == healing.master_reactors(FAULTS) == lab_master.reactors()
+    assert listed["schedule"] == healing.master_schedule() == lab_master.schedule()

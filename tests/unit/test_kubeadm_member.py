@@ -4,8 +4,7 @@ redaction of join material, half-joined detection, the JoinConfiguration, the ma
 import importlib.util
 
 import pytest
-
-import salt_render
+from helpers import salt_render
 
 kubeadm_member = salt_render.load_module("kubeadm_member")
 
@@ -59,14 +58,14 @@ def test_join_configuration_for_a_control_plane_and_a_worker():
 
 
 def test_machines_are_mapped_from_the_description_one_profile_per_role():
-    cluster_build = load_state_module("cluster_build")
+    machines = load_state_module("cluster_machines")
     profiles = {"loadbalancer": "lab-loadbalancer", "control_plane": "lab-control-plane", "worker": "lab-worker"}
-    data = cluster_build.machines_map(salt_render.description(), profiles)
+    data = machines.machines_map(salt_render.description(), profiles)
     assert data["lab-loadbalancer"] == [{"lb1": {"address": "198.51.100.11"}}, {"lb2": {"address": "198.51.100.12"}}]
     assert [next(iter(m)) for m in data["lab-control-plane"]] == ["cp1", "cp2", "cp3"]
     assert data["lab-worker"] == [{"worker1": {"address": "198.51.100.31"}}]
     with pytest.raises(ValueError, match="no profile for role worker"):
-        cluster_build.machines_map(salt_render.description(), {k: v for k, v in profiles.items() if k != "worker"})
+        machines.machines_map(salt_render.description(), {k: v for k, v in profiles.items() if k != "worker"})
 
 
 def test_a_version_change_on_a_member_is_refused_with_the_way_back():

@@ -10,8 +10,7 @@ import subprocess
 
 import pytest
 import yaml
-
-from salt_render import description
+from helpers.salt_render import description
 
 
 def node(minion, cluster, minion_id, mods, lookup=None):
@@ -126,21 +125,6 @@ def test_the_lab_installs_the_same_packages_from_its_local_repository(minion):
     assert not [s for s in states if s.startswith(("kubernetes-kernel-module", "kubernetes-sysctl", "kubernetes-swap"))]
     assert "kubernetes-kernel-prerequisites-left-to-the-host" in states
     assert "containerd-service" in states
-
-
-@pytest.mark.parametrize("minion_id, config_expected", [("cp2", True), ("worker1", False)])
-def test_the_join_state_joins_this_node_after_its_role(minion, minion_id, config_expected):
-    states = minion(description(), minion_id=minion_id).show_sls("kubernetes.joined")
-    joined = states["kubernetes-node-joined"]
-    assert "joined" in joined["kubeadm_member"] and state_args(states, "kubernetes-node-joined")["name"] == minion_id
-    assert ("kubernetes-kubeadm-config" in states) is config_expected
-    assert "kubernetes-packages" in states
-
-
-def test_the_first_control_plane_initialises_the_cluster_after_its_role(minion):
-    states = minion(description(), minion_id="cp1").show_sls("kubernetes.cluster_initialised")
-    assert state_args(states, "kubernetes-cluster-initialised")["name"] == "k8sha-lab"
-    assert "kubernetes-kubeadm-config" in states
 
 
 def test_join_material_reaches_only_the_joining_node_and_the_control_planes(minion):

@@ -4,8 +4,7 @@ table "Lab and production: every difference" (docs/lab.md) names, with why and w
 import re
 
 import yaml
-
-import salt_render
+from helpers import salt_render
 
 
 def keys(tree, prefix=""):

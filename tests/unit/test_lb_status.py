@@ -3,7 +3,7 @@
 import json
 import subprocess
 
-import salt_render
+from helpers import salt_render
 
 
 def notify(script, state, priority=150):

@@ -10,9 +10,8 @@ import shutil
 import subprocess
 
 import pytest
-
-import salt_render
-from salt_render import RenderError, description
+from helpers import salt_render
+from helpers.salt_render import RenderError, description
 
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(t) for t in ("haproxy", "keepalived", "firewall-offline-cmd")),

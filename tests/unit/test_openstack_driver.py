@@ -1,6 +1,6 @@
 """
 The k8sha_openstack salt-cloud driver against OpenStack's HTTP APIs (requests-mock over
-tests/fake_openstack.py, a small stateful Keystone, Nova, Glance and Neutron): the exact
+tests/helpers/fake_openstack.py, a small stateful Keystone, Nova, Glance and Neutron): the exact
 port and create-server requests (the description's fixed IP on a port with the security
 groups; cloud-init with the roles grain and a one-time enrolment value, never a key), ACTIVE
 waited for, a free port reused, a taken address named, the floating IP released on destroy,
@@ -12,10 +12,9 @@ import base64
 import pytest
 import requests_mock as rm
 import yaml
-from fake_openstack import FakeOpenStack
+from helpers import salt_render
+from helpers.fake_openstack import FakeOpenStack
 from salt.exceptions import SaltCloudSystemExit
-
-import salt_render
 
 PROVIDER = "k8sha-openstack:k8sha_openstack"
 

@@ -3,7 +3,7 @@ openstack_net against OpenStack's HTTP APIs (requests-mock with a small stateful
 Nova and Neutron): the exact bodies of the writes (security rules, the VIP port, the VIP /32 merged into
 the load balancers' allowed address pairs, the floating IP), a second run without a single
 write, and the errors operators meet (port security disabled, missing network, VIP taken).
-(tests/fake_openstack.py is the fake cloud.)
+(tests/helpers/fake_openstack.py is the fake cloud.)
 """
 
 import json
@@ -12,10 +12,9 @@ import urllib.parse
 import openstack
 import pytest
 import requests_mock as rm
-from fake_openstack import MOCK_BASE, FakeOpenStack
+from helpers import salt_render
+from helpers.fake_openstack import MOCK_BASE, FakeOpenStack
 from salt.exceptions import CommandExecutionError
-
-import salt_render
 
 net = salt_render.load_module("openstack_net")
 SETTINGS = {"network": "k8s-net", "subnet": "k8s-subnet", "external_network": "public"}

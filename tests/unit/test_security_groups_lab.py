@@ -6,15 +6,11 @@ checked by nft itself (`nft --check`, no change to any ruleset).
 
 import shutil
 import subprocess
-import sys
 
 import pytest
+from helpers import salt_render
 
-import salt_render
-
-sys.path.insert(0, str(salt_render.REPO / "lab"))
-
-from lablib import secgroups  # noqa: E402
+from lablib import secgroups
 
 net = salt_render.load_module("openstack_net")
 GROUPS = net.cluster_rules(salt_render.description(), ["198.51.100.5/32"], salt_render.flows(salt_render.description()))

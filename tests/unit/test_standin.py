@@ -18,11 +18,9 @@ import urllib.error
 import urllib.request
 
 import pytest
+from helpers import salt_render
 
-import salt_render
-
-sys.path.insert(0, str(salt_render.REPO / "lab" / "standin"))
-import standin  # noqa: E402
+standin = salt_render.load("lab/standin", "standin")
 
 needs_etcd = pytest.mark.skipif(not shutil.which("etcd"), reason="etcd not installed (make setup)")
 

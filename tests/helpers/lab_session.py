@@ -3,19 +3,17 @@
 import os
 import pathlib
 import shutil
-import sys
 import time
 
 import yaml
 
-import salt_render
+from helpers import salt_render
+
+# config and net are used by the tests through this module.
+from lablib import config, machine, master, net, secgroups  # noqa: F401
 
 REPO = salt_render.REPO
 LAB_CLI = REPO / "lab" / "lab"
-sys.path.insert(0, str(REPO / "lab"))
-
-# config and net are used by the tests through this module.
-from lablib import config, machine, master, net, secgroups  # noqa: E402,F401
 
 LOAD_BALANCERS = ("lb1", "lb2")
 VIP = salt_render.description()["api"]["vip"]

@@ -18,7 +18,7 @@ import yaml
 # flushes them to a closed stderr at exit; hand them to Python logging (pytest) instead.
 salt._logging.shutdown_temp_handler()
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 SHIPPED_DESCRIPTION = yaml.safe_load((REPO / "pillar" / "cluster.sls").read_text())
 DEFAULTS = yaml.safe_load((REPO / "salt" / "k8sha" / "defaults.yaml").read_text())
 
