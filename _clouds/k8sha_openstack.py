@@ -207,7 +207,8 @@ def create(vm_):
     if conn.compute.find_server(name):
         raise SaltCloudSystemExit(f"a server named {name} exists already: salt-cloud -d {name} first to replace it")
     timeout = int(_get(vm_, "wait_timeout", 600))
-    address = __utils__["k8sha_cloud.node_address"](__opts__, vm_)
+    description = __utils__["k8sha_cloud.valid_description"](__utils__["k8sha_description.served"](__opts__))
+    address = __utils__["k8sha_cloud.node_address"](vm_, description)
     port, port_created = fixed_port(conn, vm_, address)
     pki_dir = __opts__["pki_dir"]
     # A new machine has a new key: an old accepted key of this id would lock it out.

@@ -67,8 +67,8 @@ def _fire(name, what, vm_=None):
 def create(vm_):
     name = vm_["name"]
     lab_config, machine, secgroups = _lablib()
-    description = __utils__["k8sha_cloud.description"](__opts__)
-    address = __utils__["k8sha_cloud.node_address"](__opts__, vm_)
+    description = __utils__["k8sha_cloud.valid_description"](__utils__["k8sha_description.served"](__opts__))
+    address = __utils__["k8sha_cloud.node_address"](vm_, description)
     groups = salt.config.get_cloud_config_value("security_groups", vm_, __opts__, default=[]) or []
     _fire(name, "creating", vm_)
     salt.utils.cloud.remove_key(__opts__["pki_dir"], name)  # a new machine has a new key

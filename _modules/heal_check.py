@@ -102,7 +102,8 @@ def _status(minion):
     synced the project's modules yet: they are synced first (not in a dry run)."""
     status = ask(minion, "kubeadm_member.status", timeout=60)
     if status is None and not __opts__.get("test") and ask(minion, "test.ping", timeout=10) is True:
-        __salt__["saltutil.cmd"]([minion], "saltutil.sync_modules", tgt_type="list", timeout=60)
+        for kind in ("utils", "modules"):
+            __salt__["saltutil.cmd"]([minion], f"saltutil.sync_{kind}", tgt_type="list", timeout=60)
         status = ask(minion, "kubeadm_member.status", timeout=60)
     return status
 

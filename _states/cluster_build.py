@@ -13,7 +13,7 @@ import socket
 import time
 
 __virtualname__ = "cluster_build"
-SYNCED_KINDS = ("modules", "states", "beacons")  # the project's _modules, _states, _beacons
+SYNCED_KINDS = ("utils", "modules", "states", "beacons")  # the project's _utils (first: modules use them), _modules, ...
 
 
 def __virtual__():

@@ -1,28 +1,27 @@
 """
 What the project's salt-cloud drivers (_clouds/) share: the cluster description the master
-serves (through the one reader, k8sha_description.served), and the address of the machine
-being created (from the orchestration's map, or from the description for `salt-cloud -p/-m`
-by hand), so that both paths agree.
+serves (the driver reads it with k8sha_description.served), refused when invalid, and the
+address of the machine being created (from the orchestration's map, or from the description
+for `salt-cloud -p/-m` by hand), so that both paths agree.
 """
 
 from salt.exceptions import SaltCloudSystemExit
 
 
-def description(opts):
-    """The cluster description the master serves, merged with the defaults. Addresses and
-    names are only taken from a valid one: a machine is never made from a broken description."""
-    read = __utils__["k8sha_description.served"](opts)  # pylint: disable=undefined-variable
+def valid_description(read):
+    """The description of a ``k8sha_description.served`` result. A machine is never made from
+    a broken description: its problems stop salt-cloud, listed."""
     if read["problems"]:
         raise SaltCloudSystemExit("invalid cluster description (pillar/cluster.sls); no machine was made:\n  - "
                                   + "\n  - ".join(read["problems"]))
     return read["cluster"]
 
 
-def node_address(opts, vm_):
+def node_address(vm_, description):
     """The fixed address of the machine ``vm_``: the map's `address`, else the description's."""
     if vm_.get("address"):
         return str(vm_["address"])
-    for node in description(opts)["nodes"]:
+    for node in description["nodes"]:
         if node["name"] == vm_["name"]:
             return str(node["address"])
     raise SaltCloudSystemExit(
