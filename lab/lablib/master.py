@@ -13,7 +13,6 @@ import yaml
 from . import config, net
 from .run import LabError, run
 
-
 QUIET_LOGGERS = {"salt.runner": "error", "salt.minion": "error", "salt.utils.asynchronous": "error",
                  "salt.utils.event": "error"}
 
