@@ -121,7 +121,7 @@ def _check_shape(desc, problems):
             continue
         value = desc[section]
         if not isinstance(value, dict):
-            problems.append(f"cluster.{section}: {type(value).__name__} {value!r}; expected a mapping of "
+            problems.append(f"cluster.{section}: {_kind(value)} ({_plain(value)!r}); expected a mapping of "
                             f"{', '.join(keys)}")
             continue
         for key in value:
@@ -130,6 +130,24 @@ def _check_shape(desc, problems):
             elif (section, key) in BOOLEANS and not isinstance(value[key], bool):
                 problems.append(f"cluster.{section}.{key}: {value[key]!r} is not a boolean; write true or false "
                                 "without quotes")
+
+
+def _kind(value):
+    """What a YAML value is, in the words of the file (pillar data may arrive as OrderedDict)."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return {str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _plain(value):
+    """``value`` with its mappings as plain dicts, for a message."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _int_in(value, low, high):
@@ -190,7 +208,7 @@ def _check_node(node, where, seen, problems):
 def _check_nodes(desc, problems):
     nodes = desc.get("nodes")
     if not isinstance(nodes, list) or not nodes:
-        got = "" if nodes in (None, []) else f" (got {type(nodes).__name__} {nodes!r})"
+        got = "" if nodes in (None, []) else f" (got {_kind(nodes)}: {_plain(nodes)!r})"
         problems.append(f"cluster.nodes: missing, empty or not a list{got}; list every node as "
                         "{name, role, address} (see pillar/cluster.sls)")
         return []
@@ -198,7 +216,7 @@ def _check_nodes(desc, problems):
     for index, node in enumerate(nodes):
         where = f"cluster.nodes[{index}]"
         if not isinstance(node, dict):
-            problems.append(f"{where}: {node!r} is a {type(node).__name__}; expected a mapping "
+            problems.append(f"{where}: {_plain(node)!r} is {_kind(node)}; expected a mapping "
                             "{name, role, address}")
             continue
         if isinstance(node.get("name"), str) and node["name"]:
@@ -375,7 +393,7 @@ def problems_in(desc, require_secrets=False):
         return ["cluster: the pillar has no cluster description; copy pillar/cluster.sls and make sure "
                 "pillar/top.sls assigns it to every minion"]
     if not isinstance(desc, dict):
-        return [f"cluster: a {type(desc).__name__}; expected a mapping of {', '.join(TOP_KEYS)} "
+        return [f"cluster: {_kind(desc)}; expected a mapping of {', '.join(TOP_KEYS)} "
                 "(see pillar/cluster.sls)"]
     problems = []
     _check_shape(desc, problems)

@@ -179,7 +179,7 @@ REFUSALS = {
     # Structurally broken descriptions: the pillar top survives them, the states refuse with the list.
     "nodes_not_a_list": (description(nodes={"lb1": "198.51.100.11"}), None, "cluster.nodes: missing, empty or not a list"),
     "node_is_a_string": (description(nodes=["lb1", *description()["nodes"][1:]]), None,
-                         "cluster.nodes[0]: 'lb1' is a str; expected a mapping"),
+                         "cluster.nodes[0]: 'lb1' is a string; expected a mapping"),
     "nodes_missing": ({k: v for k, v in description().items() if k != "nodes"}, None, "cluster.nodes: missing"),
     "cluster_is_a_list": ([description()], None, "cluster: a list; expected a mapping"),
     "two_nodes_one_name": (description(nodes=[dict(n, name="cp1") if n["name"] == "cp2" else n
