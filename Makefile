@@ -19,7 +19,7 @@ help:
 	@echo "make lint             ruff (Python), yamllint (YAML), salt-lint (SLS), with the repo's configs"
 	@echo "make setup            host packages (root, Debian 12) and the Python venv"
 	@echo "make lab-up           only start the lab: its bridge and salt-master (lab/lab up)"
-	@echo "make lab-build        lab-up, then salt-run state.orch orch.cluster"
+	@echo "make lab-build        lab-up, then salt-run build.cluster (orch.cluster, one line per step, then the status)"
 	@echo "make lab-down         remove the lab: machines, namespaces, the master"
 	@echo "make bench-failover   failover figures in the lab (about 20 min), bench/results/"
 	@echo "make bench-converge   orch.cluster times: first run, re-run, 1/3/6 workers (about 40 min)"
@@ -65,13 +65,13 @@ test: setup
 # The user's main job in the lab: the bridge and the salt-master, then one command builds
 # the cluster (machines through salt-cloud, load balancers, kubeadm), then its status.
 demo: lab-build
-	lab/lab salt-run cluster.status
+	@echo "next: lab/lab salt-run cluster.status (exit code 0 only when healthy), lab/lab salt-run heal.status, docs/lab.md"
 
 lab-up: setup
 	lab/lab up
 
 lab-build: lab-up
-	lab/lab salt-run state.orch orch.cluster --state-output=terse
+	lab/lab salt-run build.cluster
 
 lab-down:
 	lab/lab down

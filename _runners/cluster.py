@@ -8,6 +8,7 @@ CLI examples::
     salt-run cluster.status                 # a table; exit code 0 only when healthy
     salt-run cluster.status --out=json      # the same as data
     salt-run cluster.split_brain            # are two load balancers MASTER? (event when so)
+    salt-run cluster.history                # recent repairs, refusals, VIP moves (--out=json: data)
 """
 
 import salt.client
@@ -75,6 +76,7 @@ def split_brain():
     changed: see docs/events-and-healing.md, "Split brain", for why."""
     with salt.client.LocalClient(mopts=__opts__) as client:
         found = split_brain_of(_call(client, _names(_description(), "loadbalancer"), "lb_status.summary"))
+    __salt__["heal.vip_holders_seen"](found["holders"])
     if found["split"]:
         prefix = __utils__["k8sha_description.defaults"](__opts__)["k8sha"]["event_prefix"]
         with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as bus:
@@ -145,3 +147,9 @@ def status():
     result["verdict"], result["reasons"] = verdict(result)
     result["retcode"] = {"healthy": 0, "degraded": 1}.get(result["verdict"], 2)
     return {"data": result, "outputter": "k8sha_status"}
+
+
+def history(limit=50):
+    """Recent repairs, refusals, faults left to a human and VIP moves, newest first, from the
+    master's own records (heal.history); shown by the k8sha_history outputter."""
+    return {"data": __salt__["heal.history"](limit), "outputter": "k8sha_history"}

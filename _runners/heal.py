@@ -18,26 +18,20 @@ CLI examples::
 
     salt-run heal.status                  # locks, coalesced events, counts
     salt-run heal.reconcile               # check every node now
-    salt-run heal.clean_join_material     # join material of runs that died: removed, token revoked
+    salt-run join_material.clean          # join material of runs that died: removed, token revoked
     salt-run heal.admit tag=salt/beacon/lb1/k8sha_haproxy/down sender=lb1
 """
 
-import copy
 import logging
-import os
 import secrets
 import time
 
-import salt.loader
-import salt.pillar
 import salt.utils.event
 
 log = logging.getLogger(__name__)
 
 __virtualname__ = "heal"
 
-_CACHE = {}
-CACHE_SECONDS = 30
 REMIND_SECONDS = 60
 
 
@@ -45,38 +39,9 @@ def __virtual__():
     return __virtualname__
 
 
-class _Master:
-    """The master's execution modules with its pillar, and the reads every event needs (the
-    description, settings, the catalogue) made once: admission runs for every event of a storm."""
-
-    READS = ("cluster_topology.settings", "cluster_topology.description", "cluster_topology.members",
-             "heal_check.catalogue")
-
-    def __init__(self, functions):
-        self.functions, self.reads = functions, {}
-
-    def __getitem__(self, name):
-        if name not in self.READS:
-            return self.functions[name]
-
-        def read(*args):
-            if (name, args) not in self.reads:
-                self.reads[(name, args)] = self.functions[name](*args)
-            return copy.deepcopy(self.reads[(name, args)])
-        return read
-
-
 def _functions():
-    """_Master, built once per CACHE_SECONDS (pillar compiled, modules loaded)."""
-    cached = _CACHE.get("functions")
-    if cached and time.monotonic() - cached[0] < CACHE_SECONDS:
-        return cached[1]
-    opts = copy.deepcopy(__opts__)
-    opts["grains"] = {}
-    opts["pillar"] = salt.pillar.get_pillar(opts, opts["grains"], opts["id"], saltenv="base").compile_pillar()
-    master = _Master(salt.loader.minion_mods(opts, utils=salt.loader.utils(opts), context={}))
-    _CACHE["functions"] = (time.monotonic(), master)
-    return master
+    """The master's execution modules with its pillar (cached: _utils/k8sha_master.py)."""
+    return __utils__["k8sha_master.functions"](__opts__)
 
 
 def _util(name):
@@ -84,8 +49,8 @@ def _util(name):
 
 
 def _heal_settings(functions):
-    heal = functions["cluster_topology.settings"]()["heal"]
-    return heal, heal["state_dir"] or os.path.join(__opts__["cachedir"], "k8sha-heal")
+    settings = functions["cluster_topology.settings"]()
+    return settings["heal"], __utils__["k8sha_master.heal_directory"](__opts__, settings)
 
 
 def _event(functions, suffix, data):
@@ -130,6 +95,8 @@ def admit(tag, sender=None):
     if reason:
         log.info("heal: event %s (sender %s) refused: %s", tag, sender, reason)
         if report:  # once a minute per tag and sender: a storm of forgeries is not echoed
+            with _util("store")(directory) as data:
+                _util("record")(data, time.time(), "refused", fault=fault, node=node, sender=sender, reason=reason)
             _event(functions, "refused", {"fault": fault, "minion": node, "tag": tag, "sender": sender, "reason": reason})
         return {"admitted": False, "reason": reason}
     return _run(functions, fault, entry, node, detail, f"event {tag} (sender {sender or 'missing'})")
@@ -149,6 +116,7 @@ def _run(functions, fault, entry, node, detail, origin):
             remind = now - reported > REMIND_SECONDS
             if remind:
                 data["reported"][f"{fault}:{node}"] = now
+                _util("record")(data, now, "needs_human", fault=fault, node=node, failures=failures)
     if failures >= heal["max_attempts"]:
         reason = f"{failures} failed repairs of {fault} on {node} in the last {heal['window']} s: left to a human"
         log.info("heal: %s (%s)", reason, origin)
@@ -201,6 +169,8 @@ def _checked_and_repaired(functions, heal, directory, key, token, fault, entry, 
         data["last_repair"][pair] = time.time()
         _util("count")(data, "orchestrations")
     run = _orchestrate(fault, node, detail if detail is not None else found[0][0], token)
+    with _util("store")(directory) as data:
+        _util("record")(data, time.time(), "repair", fault=fault, node=node, ok=run["ok"], found=run["found"])
     log.info("heal: %s of %s: %s (orch.heal %s)", fault, node, run["found"], "succeeded" if run["ok"] else "failed")
     return run
 
@@ -254,7 +224,7 @@ def reconcile():
     if building:  # the build converges every node itself; its nodes are half-made meanwhile
         log.info("heal.reconcile: orch.cluster is building the cluster: nothing checked")
         return {"skipped": "orch.cluster is building the cluster"}
-    cleaned = sorted(clean_join_material()["removed"])
+    cleaned = sorted(__salt__["join_material.clean"]()["removed"])
     found, started = [], []
     faults = functions["heal_check.catalogue"]()
     for fault, node, detail in functions["heal_check.reconcile_targets"]():
@@ -277,42 +247,20 @@ def _found(functions, check, node, detail):
     return ([(detail, result["reason"])] if result["real"] else []), result["reason"]
 
 
-def clean_join_material():
-    """Join material (secrets/join/<node>.sls) whose writer is gone — a master restart or a
-    killed run in the middle of a join — is removed and its token revoked on a control plane.
-    heal.reconcile runs this first."""
-    functions = _functions()
-    root = __opts__["pillar_roots"]["base"][0]
-    removed = {}
-    for path in _util("stale_join_files")(os.path.join(root, "secrets", "join")):
-        node, token_id = os.path.basename(path)[:-4], _token_id(path)
-        os.unlink(path)
-        revoked_on = _revoked_on(functions, token_id) if token_id else None
-        removed[node] = f"token {token_id} revoked on {revoked_on}" if revoked_on else \
-            "its token could not be revoked (no control plane did): it expires with its TTL"
-        log.info("heal: join material of %s left by a run that died: removed; %s", node, removed[node])
-    return {"removed": removed}
+def vip_holders_seen(holders):
+    """Record the VIP's holders as the master asked them (cluster.split_brain, on every VRRP state
+    event): a change is a failover in cluster.history."""
+    _, directory = _heal_settings(_functions())
+    with _util("store")(directory) as data:
+        return {"changed": _util("vip_moved")(data, time.time(), holders)}
 
 
-def _revoked_on(functions, token_id):
-    """The control plane that deleted token ``token_id`` (the public half), or None."""
-    for issuer in functions["cluster_topology.members"]("control_plane"):
-        answer = functions["saltutil.cmd"]([issuer], "kubeadm_member.revoke_join", arg=[token_id],
-                                           tgt_type="list", timeout=30).get(issuer, {})
-        if answer.get("retcode", 1) == 0:
-            return issuer
-    return None
-
-
-def _token_id(path):
-    """The token id (the part before the dot) of a join material file, without logging the token."""
-    import yaml  # pylint: disable=import-outside-toplevel
-
-    try:
-        material = next(iter((yaml.safe_load(open(path).read()) or {}).get("k8sha_join", {}).values()))
-        return str(material["token"]).split(".", 1)[0]
-    except (OSError, ValueError, StopIteration, KeyError, TypeError, AttributeError):
-        return None
+def history(limit=50):
+    """The newest ``limit`` records: repairs (fault, node, outcome), refusals reported, faults left
+    to a human, VIP moves. Newest first."""
+    _, directory = _heal_settings(_functions())
+    with _util("store")(directory) as data:
+        return list(reversed(data["history"][-int(limit):]))
 
 
 def status():

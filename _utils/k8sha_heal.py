@@ -112,7 +112,9 @@ def alive(lock, now):
 
 # --- the store -----------------------------------------------------------------------------
 
-EMPTY = {"attempts": {}, "locks": {}, "pending": {}, "last_repair": {}, "last_check": {}, "counts": {}, "reported": {}}
+EMPTY = {"attempts": {}, "locks": {}, "pending": {}, "last_repair": {}, "last_check": {}, "counts": {}, "reported": {},
+         "history": [], "vip_holders": []}
+HISTORY_KEEP = 500  # records of cluster.history: repairs, refusals reported, needs_human, VIP moves
 
 
 @contextlib.contextmanager
@@ -133,6 +135,22 @@ def store(directory):
         with open(path + ".tmp", "w") as handle:
             json.dump(data, handle)
         os.replace(path + ".tmp", path)
+
+
+def record(data, now, kind, **fields):
+    """One record of the project's history (newest last, the last HISTORY_KEEP kept)."""
+    data["history"].append(dict(at=now, kind=kind, **fields))
+    del data["history"][:-HISTORY_KEEP]
+
+
+def vip_moved(data, now, holders):
+    """Record a change of the VIP's holders as the master saw them; True if they changed."""
+    holders = sorted(holders)
+    if holders == data["vip_holders"]:
+        return False
+    record(data, now, "vip", previous=data["vip_holders"], holders=holders)
+    data["vip_holders"] = holders
+    return True
 
 
 def count(data, what, n=1):

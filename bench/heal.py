@@ -26,12 +26,12 @@ import yaml
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "lab"))
-from lablib import machine, master  # noqa: E402
+from lablib import config, machine, master  # noqa: E402
 
 LAB = str(REPO / "lab" / "lab")
 RESULTS = REPO / "bench" / "results"
-API = yaml.safe_load((REPO / "pillar" / "cluster.sls").read_text())["cluster"]["api"]
-VIP, API_PORT = API["vip"], API.get("port", 6443)  # the served description (make bench-heal: pillar/)
+API = config.description()["api"]  # the served description (make bench-heal: pillar/)
+VIP, API_PORT = API["vip"], API["port"]
 LBS = ("lb1", "lb2")
 
 

@@ -29,3 +29,18 @@ def machine_ns(name):
 def machine_name(name):
     """The nspawn machine name (the guest's hostname is the plain minion id)."""
     return f"{PREFIX}-{name}"
+
+
+def description(pillar_dir=None):
+    """The cluster description the lab's master serves (pillar/cluster.sls over the defaults),
+    through the project's one reader (_utils/k8sha_description.py); raises on an invalid one."""
+    import importlib.util  # pylint: disable=import-outside-toplevel
+
+    spec = importlib.util.spec_from_file_location("k8sha_description", REPO / "_utils" / "k8sha_description.py")
+    reader = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reader)
+    read = reader.served({"pillar_roots": {"base": [str(pillar_dir or REPO / "pillar")]},
+                          "file_roots": {"base": [str(REPO / "salt")]}})
+    if read["problems"]:
+        raise ValueError("invalid cluster description:\n  - " + "\n  - ".join(read["problems"]))
+    return read["cluster"]

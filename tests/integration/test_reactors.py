@@ -177,7 +177,7 @@ def test_a_minion_start_of_a_load_balancer_is_not_a_control_plane_matter(master,
 
 def test_join_material_left_by_a_dead_run_is_removed(master, minions, heal_dir):
     """A master restart in the middle of a join leaves secrets/join/<node>.sls behind (its writer
-    is gone): heal.clean_join_material (the reconciliation's first step) removes it and revokes its
+    is gone): join_material.clean (the reconciliation's first step) removes it and revokes its
     token on a control plane. (Not heal.reconcile itself: its repairs would apply states to the
     minions of this tier, which run on this host.)"""
     # Where kubeadm_cluster.nodes_joined writes it: the master's first pillar root.
@@ -189,7 +189,7 @@ def test_join_material_left_by_a_dead_run_is_removed(master, minions, heal_dir):
     stale.write_text(f"# writer: {dead.pid} 1\nk8sha_join:\n  worker1:\n    token: abcdef.0123456789abcdef\n")
     alive = join_dir / "cp1.sls"
     alive.write_text(f"# writer: {os.getpid()} {open(f'/proc/{os.getpid()}/stat').read().rsplit(')', 1)[1].split()[19]}\n")
-    run = master.salt_run_cli(timeout=120).run("heal.clean_join_material")
+    run = master.salt_run_cli(timeout=120).run("join_material.clean")
     removed = json.loads(run.stdout[run.stdout.index("{"):])["removed"]  # after "No minions matched" (cp2, cp3)
     # (kubeadm is not installed on this tier's control plane: the token cannot be revoked here)
     assert removed == {"worker1": "its token could not be revoked (no control plane did): it expires with its TTL"}

@@ -71,6 +71,19 @@ def test_a_second_orch_cluster_run_changes_nothing(lab):
     assert len(run["states"]) == len(lab.first_run["states"])
 
 
+def test_build_shows_each_step_live_then_the_status(lab):
+    """salt-run build.cluster: a line when a step starts work on nodes, one per step as it ends, then the table."""
+    text, code = master.salt_text("salt-run", "build.cluster", "mods=orch.load_balancers", timeout=300)
+    print("\n" + text)
+    lines = text.splitlines()
+    assert code == 0, text
+    assert any("started        highstate on lb1, lb2" in line for line in lines), text
+    ended = [line.split() for line in lines if line.split()[2:3] in (["1/2"], ["2/2"])]
+    assert [(words[2], words[3], words[4] if words[4] != "*" else words[5]) for words in ended] == [
+        ("1/2", "ok", "load-balancers-converged"), ("2/2", "ok", "api-vip-answers")], text
+    assert "HEALTHY" in lines and any(line.startswith("cluster k8sha-lab") for line in lines), text
+
+
 def test_join_material_never_reaches_logs_job_caches_or_leftover_files(lab):
     # 3 joins (cp2, cp3, worker1): 3 tokens and 2 certificate keys, seen in pillar during the run.
     assert len([v for v in lab.join_material if "." in v]) == 3, lab.join_material

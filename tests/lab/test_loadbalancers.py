@@ -46,6 +46,7 @@ def test_stopping_keepalived_moves_the_vip_and_reports_the_transition(lab):
     )
     try:
         time.sleep(1)
+        stopped = time.time()
         lab.machine(holder).exec("systemctl", "stop", "keepalived")
         lab.wait_for(lambda: lab.vip_holders() == [other], 10, f"the VIP to move from {holder}")
         time.sleep(8)  # salt-call in the notify script takes a few seconds
@@ -55,6 +56,10 @@ def test_stopping_keepalived_moves_the_vip_and_reports_the_transition(lab):
         lab.machine(holder).exec("systemctl", "start", "keepalived")
     assert f'"id": "{other}"' in events and '"state": "MASTER"' in events, events
     assert lab.one_holder() == other
+    # The master asked the load balancers (the events only made it look) and recorded the move.
+    history, _ = master.salt_json("salt-run", "cluster.history")
+    moves = [r for r in history if r["kind"] == "vip" and r["at"] >= stopped]
+    assert moves and moves[0]["holders"] == [other], history[:5]
 
 
 def test_powering_off_the_holder_moves_the_vip(lab):

@@ -105,6 +105,22 @@ def test_damping_spaces_repairs_and_spacing_spaces_checks_of_one_fault_on_one_no
     assert healing.wait_after(data, "last_check", "haproxy:lb1", 2, 1011) == 1
 
 
+def test_history_keeps_the_newest_records_and_vip_moves_only_when_the_holders_change(tmp_path):
+    with healing.store(str(tmp_path)) as data:
+        for n in range(healing.HISTORY_KEEP + 5):
+            healing.record(data, n, "repair", fault="haproxy", node="lb1", ok=True, found="HAProxy is not running")
+        assert healing.vip_moved(data, 1000, ["lb1"]) is True
+        assert healing.vip_moved(data, 1001, ["lb1"]) is False
+        assert healing.vip_moved(data, 1002, ["lb2"]) is True
+    with healing.store(str(tmp_path)) as data:
+        history = data["history"]
+    assert len(history) == healing.HISTORY_KEEP and history[0]["at"] == 7
+    assert history[-1] == {"at": 1002, "kind": "vip", "previous": ["lb1"], "holders": ["lb2"]}
+    shown = load("_output", "k8sha_history").output(list(reversed(history[-3:])))
+    assert shown.splitlines()[0] == "1970-01-01 00:16:42 UTC  vip         VIP held by lb2 (before: lb1)"
+    assert "haproxy on lb1: repaired (HAProxy is not running)" in shown.splitlines()[2]
+
+
 def test_join_material_whose_writer_died_is_stale(tmp_path):
     alive = tmp_path / "cp2.sls"
     alive.write_text(healing.writer_line() + "k8sha_join: {}\n")
