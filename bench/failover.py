@@ -17,12 +17,10 @@ import time
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "lab"))
-sys.path.insert(0, str(REPO / "tests"))
 
-import salt_render  # noqa: E402
 from lablib import config, machine, master  # noqa: E402
 
-VIP = salt_render.description()["api"]["vip"]
+VIP = config.description()["api"]["vip"]
 LBS = ("lb1", "lb2")
 TARGET_CP = "cp1"
 FAULTS = {
@@ -192,25 +190,36 @@ def summarise(runs, key):
     return {"median": round(statistics.median(values), 3), "min": min(values), "max": max(values), "n": len(values)}
 
 
+# One name for each set of settings, in the chart, the table and docs/benchmarks.md.
+SETTINGS_NAMES = {"seed": "blog post", "ours": "k8sha"}
+
+
 def plot(results, path):
+    """Every run of every case on its own line, over its whole timeline."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [(f, s) for f in FAULTS for s in ("seed", "ours") if results.get(s, {}).get(f)]
-    fig, ax = plt.subplots(figsize=(11, 0.45 * len(rows) + 1.5))
+    runs = max(len(results[s][f]["runs"]) for f, s in rows)
+    fig, ax = plt.subplots(figsize=(13, 0.18 * runs * len(rows) + 1.8))
+    times = []
     for y, (fault, settings) in enumerate(rows):
-        run = results[settings][fault]["runs"][0]
-        ok = [t for t, good in run["timeline"] if good]
-        bad = [t for t, good in run["timeline"] if not good]
-        ax.scatter(ok, [y] * len(ok), s=6, c="tab:green", marker="|")
-        ax.scatter(bad, [y] * len(bad), s=30, c="tab:red", marker="x")
+        for n, run in enumerate(results[settings][fault]["runs"]):
+            line = y + n / (runs + 1)
+            ok = [t for t, good in run["timeline"] if good]
+            bad = [t for t, good in run["timeline"] if not good]
+            ax.scatter(ok, [line] * len(ok), s=4, c="tab:green", marker="|")
+            ax.scatter(bad, [line] * len(bad), s=12, c="tab:red", marker="x")
+            times += [t for t, _ in run["timeline"]]
+        ax.axhline(y - 1 / (runs + 1), color="lightgrey", linewidth=0.5)
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks(range(len(rows)), [f"{f} ({s})" for f, s in rows], fontsize=8)
-    ax.set_xlabel("seconds since the fault (one run each; green: answered, red x: failed)")
-    ax.set_title("k8sha failover: client requests through the VIP, 10/s")
-    ax.set_xlim(-2.5, 12)  # the seed's "HAProxy stopped" goes on to ~31 s
+    ax.set_yticks([y + 0.4 for y in range(len(rows))],
+                  [f"{FAULTS[f][0]} ({SETTINGS_NAMES[s]})" for f, s in rows], fontsize=7)
+    ax.set_xlabel(f"seconds since the fault ({runs} runs per case, one line each; green: answered, red x: failed)")
+    ax.set_title("k8sha failover: client requests through the VIP, 10/s, blog post's settings against k8sha's")
+    ax.set_xlim(min(times) - 0.5, max(times) + 0.5)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -225,7 +234,8 @@ def table(results):
                 continue
             rec, fail, pool = entry["recovery_s"], entry["failed"], entry["out_of_pool_s"]
             fmt = lambda s, unit="": "n/a" if not s else f"{s['median']}{unit} ({s['min']}-{s['max']})"
-            lines.append(f"| {what} | {settings} | {fmt(rec, ' s')} | {fmt(fail)} | {fmt(pool, ' s') if pool else '-'} |")
+            lines.append(f"| {what} | {SETTINGS_NAMES[settings]} | {fmt(rec, ' s')} | {fmt(fail)} | "
+                         f"{fmt(pool, ' s') if pool else '-'} |")
     return "\n".join(lines)
 
 
@@ -235,7 +245,14 @@ def main():
     parser.add_argument("--faults", nargs="*", default=list(FAULTS))
     parser.add_argument("--settings", nargs="*", default=["seed", "ours"])
     parser.add_argument("--out", default=str(HERE / "results" / "failover.json"))
+    parser.add_argument("--replot", action="store_true", help="only redraw the chart and table from --out")
     args = parser.parse_args()
+    if args.replot:
+        stored = pathlib.Path(args.out)
+        results = json.loads(stored.read_text())["results"]
+        plot(results, stored.with_suffix(".png"))
+        print(table(results))
+        return
     results = {}
     started = time.monotonic()
     for settings in args.settings:
