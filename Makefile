@@ -65,7 +65,9 @@ test: setup
 # The user's main job in the lab: the bridge and the salt-master, then one command builds
 # the cluster (machines through salt-cloud, load balancers, kubeadm), then its status.
 demo: lab-build
-	@echo "next: lab/lab salt-run cluster.status (exit code 0 only when healthy), lab/lab salt-run heal.status, docs/lab.md"
+	@echo "next: lab/lab salt-run cluster.status (exit 0 only when healthy), lab/lab salt-run cluster.history,"
+	@echo "      Prometheus at http://198.51.100.5:9090 in the lab's namespace:"
+	@echo "      lab/lab prometheus 'haproxy_backend_active_servers{proxy=\"kube_apiserver_nodes\"}', docs/load-balancers.md"
 
 lab-up: setup
 	lab/lab up

@@ -10,6 +10,8 @@ CLI example: ``salt-call cluster_ports.zone_ports control_plane``
 
 __virtualname__ = "cluster_ports"
 ANYWHERE = "anywhere"
+# Sources of the metrics flows: the addresses k8sha:lookup:metrics:sources names (not roles).
+METRICS_SOURCES = "metrics sources"
 
 
 def __virtual__():
@@ -40,13 +42,25 @@ def flows(description, ports):
         flow("control_plane", ports["scheduler"], control_plane, "kube-scheduler"),
         flow("worker", ports["kubelet"], control_plane, "kubelet API"),
         flow("worker", ports["node_ports"], ANYWHERE, "NodePort services"),
+        flow("loadbalancer", ports["haproxy_metrics"], METRICS_SOURCES, "HAProxy's Prometheus exporter"),
+        flow("loadbalancer", ports["node_exporter"], METRICS_SOURCES, "node-exporter (VRRP state)"),
     ]
 
 
+def _entry(flow):
+    low, high = flow["ports"]
+    return f"{low}/{flow['protocol']}" if low == high else f"{low}-{high}/{flow['protocol']}"
+
+
 def zone_ports_of(flows_, role):
-    """firewalld's `port/protocol` entries for ``role`` (pure)."""
-    return [f"{f['ports'][0]}/{f['protocol']}" if f["ports"][0] == f["ports"][1]
-            else f"{f['ports'][0]}-{f['ports'][1]}/{f['protocol']}" for f in flows_ if f["role"] == role]
+    """firewalld's `port/protocol` entries for ``role``: the ports open to every address the
+    security groups let through (pure)."""
+    return [_entry(f) for f in flows_ if f["role"] == role and f["sources"] != METRICS_SOURCES]
+
+
+def metrics_ports_of(flows_, role):
+    """`port/protocol` of ``role`` open only to the metrics sources (rich rules in the zone; pure)."""
+    return [_entry(f) for f in flows_ if f["role"] == role and f["sources"] == METRICS_SOURCES]
 
 
 def current():
@@ -57,3 +71,16 @@ def current():
 def zone_ports(role):
     """firewalld's port entries for ``role`` (the firewall state's zone)."""
     return zone_ports_of(current(), role)
+
+
+def metrics_ports(role):
+    """The ports of ``role`` that only the metrics sources reach (the firewall state's rich rules)."""
+    return metrics_ports_of(current(), role)
+
+
+def metrics_sources():
+    """Who may scrape the metrics ports, as this node sees it: ``k8sha:lookup:metrics:sources``,
+    else its salt-master's addresses; each as a CIDR."""
+    sources = __salt__["cluster_topology.settings"]()["metrics"]["sources"] or \
+        __salt__["cluster_topology.salt_master"]()["addresses"]
+    return [s if "/" in str(s) else f"{s}/32" for s in sources]

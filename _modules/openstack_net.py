@@ -73,20 +73,24 @@ SALT_PORTS = (4505, 4506)  # the master's publish and request ports
 GROUPS = {"loadbalancer": "k8sha-loadbalancer", "control_plane": "k8sha-control-plane", "worker": "k8sha-worker"}
 
 
-def cluster_rules(description, admin_sources, flows):
+def cluster_rules(description, admin_sources, flows, metrics_sources=()):
     """{group name: [ingress rules]} for the description (pure function; the lab's switch
     enforces exactly these too, lab/lablib/secgroups.py). ``flows``: who reaches which port of
     each role (cluster_ports.flows, the source the firewall zones read too). Egress stays open
     (Neutron's default rules). SSH only from ``admin_sources`` (default: the salt-master); VRRP
-    only between the load balancers. ``k8sha-salt-master`` is for the master's own instance when
-    it runs in the cloud: the nodes reach its two ports."""
+    only between the load balancers; the metrics ports only from ``metrics_sources``.
+    ``k8sha-salt-master`` is for the master's own instance when it runs in the cloud: the nodes
+    reach its two ports."""
     nodes = description["nodes"]
     by_role = {role: [f"{n['address']}/32" for n in nodes if n["role"] == role]
                for role in ("loadbalancer", "control_plane", "worker")}
     ssh = [_rule("tcp", 22, source) for source in admin_sources]
     groups = {GROUPS[role]: list(ssh) for role in by_role}
     for flow in flows:
-        sources = ["0.0.0.0/0"] if flow["sources"] == "anywhere" else [a for r in flow["sources"] for a in by_role[r]]
+        if flow["sources"] in ("anywhere", "metrics sources"):
+            sources = ["0.0.0.0/0"] if flow["sources"] == "anywhere" else list(metrics_sources)
+        else:
+            sources = [a for r in flow["sources"] for a in by_role[r]]
         groups[GROUPS[flow["role"]]] += [_rule(flow["protocol"], tuple(flow["ports"]), s) for s in sources]
     groups[GROUPS["loadbalancer"]] += [_rule(VRRP, None, peer) for peer in by_role["loadbalancer"]]
     groups["k8sha-salt-master"] = [_rule("tcp", SALT_PORTS, f"{n['address']}/32") for n in nodes]
@@ -97,16 +101,26 @@ def admin_sources(settings, provider_masters):
     """The sources SSH is open to: ``k8sha:lookup:admin_sources`` when set, else the salt-master
     as the nodes reach it (the salt-cloud providers' ``minion: master``), each as a /32 (pure
     but for name resolution). Raises naming the setting when there is none."""
-    sources = list(settings.get("admin_sources") or [])
+    return _configured_or_master(settings.get("admin_sources"), provider_masters, "admin_sources", "SSH and Salt")
+
+
+def metrics_sources(settings, provider_masters):
+    """The sources the metrics ports are open to: ``k8sha:lookup:metrics:sources``, else the
+    salt-master as the nodes reach it (as admin_sources)."""
+    return _configured_or_master(settings["metrics"]["sources"], provider_masters, "metrics:sources", "the metrics")
+
+
+def _configured_or_master(configured, provider_masters, setting, what):
+    sources = list(configured or [])
     if not sources:
         for master in provider_masters:
             try:
                 sources += sorted({i[4][0] for i in socket.getaddrinfo(master, None, socket.AF_INET)})
             except OSError:
                 raise CommandExecutionError(f"the salt-master address {master!r} (salt-cloud provider, minion: master) "
-                                            "does not resolve: set k8sha:lookup:admin_sources") from None
+                                            f"does not resolve: set k8sha:lookup:{setting}") from None
     if not sources:
-        raise CommandExecutionError("no source for SSH and Salt: set k8sha:lookup:admin_sources (the salt-master's "
+        raise CommandExecutionError(f"no source for {what}: set k8sha:lookup:{setting} (the salt-master's "
                                     "address as the nodes see it) or `minion: master` in the salt-cloud provider")
     return [s if "/" in str(s) else f"{s}/32" for s in sources]
 
@@ -232,9 +246,9 @@ def _provider_masters():
 
 def rules():
     """{security group: ingress rules} for the cluster description (on the master)."""
-    return cluster_rules(__salt__["cluster_topology.description"](),
-                         admin_sources(__salt__["cluster_topology.settings"](), _provider_masters()),
-                         __salt__["cluster_ports.current"]())
+    settings, masters = __salt__["cluster_topology.settings"](), _provider_masters()
+    return cluster_rules(__salt__["cluster_topology.description"](), admin_sources(settings, masters),
+                         __salt__["cluster_ports.current"](), metrics_sources(settings, masters))
 
 
 def security_groups():

@@ -113,7 +113,7 @@ def alive(lock, now):
 # --- the store -----------------------------------------------------------------------------
 
 EMPTY = {"attempts": {}, "locks": {}, "pending": {}, "last_repair": {}, "last_check": {}, "counts": {}, "reported": {},
-         "history": [], "vip_holders": []}
+         "history": [], "vip_holders": [], "repairs": {}}
 HISTORY_KEEP = 500  # records of cluster.history: repairs, refusals reported, needs_human, VIP moves
 
 
@@ -135,12 +135,35 @@ def store(directory):
         with open(path + ".tmp", "w") as handle:
             json.dump(data, handle)
         os.replace(path + ".tmp", path)
+        metrics = os.path.join(directory, "k8sha_heal.prom")
+        with open(metrics + ".tmp", "w") as handle:
+            handle.write(prometheus_text(data))
+        os.replace(metrics + ".tmp", metrics)
+
+
+def prometheus_text(data):
+    """The heal file's figures in Prometheus' text format (node-exporter's textfile collector)."""
+    lines = ["# HELP k8sha_heal_total What admission and the repairs did, by kind (heal.status counts)",
+             "# TYPE k8sha_heal_total counter"]
+    lines += [f'k8sha_heal_total{{what="{what}"}} {n}' for what, n in sorted(data["counts"].items())]
+    lines += ["# HELP k8sha_repairs_total Repairs run (orch.heal) by fault and outcome",
+              "# TYPE k8sha_repairs_total counter"]
+    for key, n in sorted(data["repairs"].items()):
+        fault, outcome = key.split("|")
+        lines.append(f'k8sha_repairs_total{{fault="{fault}",outcome="{outcome}"}} {n}')
+    lines += ["# HELP k8sha_vip_holder The load balancers holding the VIP when the master last asked",
+              "# TYPE k8sha_vip_holder gauge"]
+    lines += [f'k8sha_vip_holder{{node="{node}"}} 1' for node in data["vip_holders"]]
+    return "\n".join(lines) + "\n"
 
 
 def record(data, now, kind, **fields):
     """One record of the project's history (newest last, the last HISTORY_KEEP kept)."""
     data["history"].append(dict(at=now, kind=kind, **fields))
     del data["history"][:-HISTORY_KEEP]
+    if kind == "repair":
+        key = f"{fields['fault']}|{'repaired' if fields['ok'] else 'failed'}"
+        data["repairs"][key] = data["repairs"].get(key, 0) + 1
 
 
 def vip_moved(data, now, holders):

@@ -12,6 +12,7 @@ base:
     - firewall
     - haproxy
     - keepalived
+    - metrics
     - beacons
   '{{ role("control_plane") }}':
     - match: compound

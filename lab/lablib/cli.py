@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from . import config, machine, master, net, secgroups
+from . import config, machine, master, monitoring, net, secgroups
 from .run import LabError, run
 
 
@@ -26,8 +26,10 @@ def cmd_up(args):
     if pillar_dir and not (pillar_dir / "top.sls").exists():
         raise LabError(f"--pillar-dir {pillar_dir}: no top.sls there")
     master.start(pillar_dir=pillar_dir)
+    monitoring.start(config.MASTER_DIR / "cache" / "k8sha-heal", config.description(pillar_dir),
+                     config.defaults()["k8sha"]["ports"])
     print(f"lab: salt-master up in namespace {config.MASTER_NS} at {config.MASTER_ADDRESS} "
-          f"(pillar: {pillar_dir or config.REPO / 'pillar'})")
+          f"(pillar: {pillar_dir or config.REPO / 'pillar'}); Prometheus at {monitoring.prometheus_url()}")
     print(f"lab: up in {time.monotonic() - started:.1f} s; next: lab/lab salt-run state.orch orch.cluster")
 
 
@@ -40,6 +42,7 @@ def cmd_down(args):
     for m in machines:
         print(f"lab: removing machine {m.name}")
         m.destroy(timeout=15)
+    monitoring.stop()
     master.stop()
     for ns in net.lab_namespaces():
         run("ip", "netns", "del", ns, check=False)
@@ -69,6 +72,7 @@ def leftover_report():
             found.append(f"cgroups ({hierarchy}) " + ", ".join(cgroups))
     if master.pid():
         found.append(f"salt-master pid {master.pid()}")
+    found += [f"{name} pid {pid}" for name, pid in monitoring.pids().items()]
     return found
 
 
@@ -109,6 +113,13 @@ def cmd_shell(args):
     os.execvp("nsenter", ["nsenter", "-t", str(m.leader), "-m", "-u", "-i", "-n", "-p", "--", *command])
 
 
+def cmd_prometheus(args):
+    """An instant query to the lab's Prometheus, one line per series."""
+    for series in monitoring.query(args.query):
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(series["metric"].items()))
+        print(f"{{{labels}}} {series['value']:g}")
+
+
 SALT_TOOLS = ("salt", "salt-run", "salt-cloud", "salt-key")
 
 
@@ -135,6 +146,9 @@ def main(argv=None):
     shell.add_argument("node")
     shell.add_argument("command", nargs=argparse.REMAINDER)
     shell.set_defaults(func=cmd_shell)
+    prometheus = sub.add_parser("prometheus", help="a PromQL query to the lab's Prometheus (in the master's namespace)")
+    prometheus.add_argument("query")
+    prometheus.set_defaults(func=cmd_prometheus)
     for tool in SALT_TOOLS:
         sub.add_parser(tool, help=f"{tool} ARGS... against the lab master (e.g. lab salt '*' test.ping)")
     args = parser.parse_args(argv)

@@ -31,16 +31,29 @@ def machine_name(name):
     return f"{PREFIX}-{name}"
 
 
-def description(pillar_dir=None):
-    """The cluster description the lab's master serves (pillar/cluster.sls over the defaults),
-    through the project's one reader (_utils/k8sha_description.py); raises on an invalid one."""
+def _reader():
+    """_utils/k8sha_description.py: the project's one reader of the description and defaults."""
     import importlib.util  # pylint: disable=import-outside-toplevel
 
     spec = importlib.util.spec_from_file_location("k8sha_description", REPO / "_utils" / "k8sha_description.py")
     reader = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(reader)
-    read = reader.served({"pillar_roots": {"base": [str(pillar_dir or REPO / "pillar")]},
-                          "file_roots": {"base": [str(REPO / "salt")]}})
+    return reader
+
+
+def _served_opts(pillar_dir=None):
+    return {"pillar_roots": {"base": [str(pillar_dir or REPO / "pillar")]}, "file_roots": {"base": [str(REPO / "salt")]}}
+
+
+def defaults():
+    """salt/k8sha/defaults.yaml, as the lab's master serves it."""
+    return _reader().defaults(_served_opts())
+
+
+def description(pillar_dir=None):
+    """The cluster description the lab's master serves (pillar/cluster.sls over the defaults),
+    through the project's one reader (_utils/k8sha_description.py); raises on an invalid one."""
+    read = _reader().served(_served_opts(pillar_dir))
     if read["problems"]:
         raise ValueError("invalid cluster description:\n  - " + "\n  - ".join(read["problems"]))
     return read["cluster"]

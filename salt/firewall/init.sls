@@ -34,6 +34,8 @@ firewalld-zone-{{ fw.zone }}:
         zone: {{ fw.zone | json }}
         services: {{ fw.services | json }}
         ports: {{ salt['cluster_ports.zone_ports'](topology.role) | json }}
+        metrics_ports: {{ salt['cluster_ports.metrics_ports'](topology.role) | json }}
+        metrics_sources: {{ salt['cluster_ports.metrics_sources']() | json }}
         role: {{ topology.role | json }}
         interface: {{ topology.cluster.vrrp.interface | json }}
         vrrp: {{ (topology.get('vrrp') or {}) | json }}

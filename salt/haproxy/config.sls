@@ -18,6 +18,8 @@ haproxy-config:
         haproxy: {{ haproxy | json }}
         api: {{ topology.cluster.api | json }}
         control_planes: {{ topology.nodes_by_role.control_plane | json }}
+        node: {{ topology.node | json }}
+        metrics_port: {{ settings.ports.haproxy_metrics }}
     - require:
       - pkg: haproxy-package
     - watch_in:

@@ -49,6 +49,7 @@ keepalived-notify-script:
         event_tag: {{ (settings.event_prefix ~ '/keepalived/state') | json }}
         salt_call: {{ settings.salt_call | json }}
         vip: {{ topology.cluster.api.vip | json }}
+        textfile_dir: {{ settings.metrics.textfile_dir | json }}
     - user: root
     - group: root
     - mode: '0755'

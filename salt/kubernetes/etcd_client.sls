@@ -4,17 +4,13 @@
 {%- from 'k8sha/map.jinja' import settings with context %}
 {%- set etcd = settings.etcd %}
 
-{%- if etcd.client_repo %}
-etcd-client-apt-repository:
-  pkgrepo.managed:
-    - name: deb [trusted=yes] {{ etcd.client_repo }} /
-    - file: /etc/apt/sources.list.d/k8sha-etcd-client.list
-    - require_in:
-      - pkg: etcd-client-package
-{%- endif %}
+include:
+  - base.debian_repo
 
 etcd-client-package:
   pkg.installed:
     - name: {{ etcd.client_package }}
+    - require:
+      - sls: base.debian_repo
     - hold: True
     - update_holds: True

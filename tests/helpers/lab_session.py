@@ -10,7 +10,7 @@ import yaml
 from helpers import salt_render
 
 # config and net are used by the tests through this module.
-from lablib import config, machine, master, net, secgroups  # noqa: F401
+from lablib import config, machine, master, monitoring, net, secgroups  # noqa: F401
 
 REPO = salt_render.REPO
 LAB_CLI = REPO / "lab" / "lab"

@@ -5,7 +5,7 @@ the timeouts below only bound how long a broken system is waited for."""
 import subprocess
 import time
 
-from helpers.lab_session import API_PORT, LOAD_BALANCERS, VIP, master, net, secgroups
+from helpers.lab_session import API_PORT, LOAD_BALANCERS, VIP, master, monitoring, net, secgroups
 
 
 def test_exactly_one_load_balancer_holds_the_vip(lab):
@@ -60,6 +60,34 @@ def test_stopping_keepalived_moves_the_vip_and_reports_the_transition(lab):
     history, _ = master.salt_json("salt-run", "cluster.history")
     moves = [r for r in history if r["kind"] == "vip" and r["at"] >= stopped]
     assert moves and moves[0]["holders"] == [other], history[:5]
+
+
+def test_prometheus_sees_each_load_balancers_backends_and_vrrp_state_and_a_failover(lab):
+    """A real Prometheus (the lab's, in the master's namespace) scrapes HAProxy's exporter and
+    node-exporter on each load balancer; the VRRP state comes from the notify script's textfile."""
+    def up_backends():
+        found = monitoring.query('haproxy_backend_active_servers{proxy="kube_apiserver_nodes"}')
+        return {r["metric"]["node"]: r["value"] for r in found}
+
+    def vrrp_masters():
+        return sorted(r["metric"]["node"] for r in monitoring.query('k8sha_vrrp_state{state="MASTER"} == 1'))
+
+    lab.wait_for(lambda: up_backends() == {"lb1": 3.0, "lb2": 3.0}, 30, "Prometheus: 3 UP backends on each LB")
+    holder = lab.one_holder()
+    other = lab.other(holder)
+    lab.wait_for(lambda: vrrp_masters() == [holder], 30, f"Prometheus: {holder} MASTER")
+    before = {"up_backends": up_backends(), "vrrp_masters": vrrp_masters()}
+    lab.machine(holder).exec("systemctl", "stop", "haproxy")
+    try:
+        lab.wait_for(lambda: vrrp_masters() == [other], 30, f"Prometheus: {other} MASTER after the failover")
+        after = {"up_backends": up_backends(), "vrrp_masters": vrrp_masters(),
+                 "fault": sorted(r["metric"]["node"] for r in monitoring.query('k8sha_vrrp_state{state="FAULT"} == 1'))}
+    finally:
+        lab.machine(holder).exec("systemctl", "start", "haproxy")
+    print(f"\nPrometheus before the failover: {before}\nafter HAProxy stopped on {holder}: {after}")
+    assert after["fault"] == [holder] and list(after["up_backends"]) == [other]
+    lab.wait_for(lambda: vrrp_masters() == [other] and not monitoring.query('k8sha_vrrp_state{state="FAULT"} == 1'),
+                 30, f"{holder} BACKUP again, {other} still MASTER")
 
 
 def test_powering_off_the_holder_moves_the_vip(lab):

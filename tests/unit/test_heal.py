@@ -116,6 +116,11 @@ def test_history_keeps_the_newest_records_and_vip_moves_only_when_the_holders_ch
         history = data["history"]
     assert len(history) == healing.HISTORY_KEEP and history[0]["at"] == 7
     assert history[-1] == {"at": 1002, "kind": "vip", "previous": ["lb1"], "holders": ["lb2"]}
+    metrics = (tmp_path / "k8sha_heal.prom").read_text()
+    assert 'k8sha_repairs_total{fault="haproxy",outcome="repaired"} 505' in metrics
+    assert 'k8sha_vip_holder{node="lb2"} 1' in metrics and 'node="lb1"' not in metrics
+    promtool = subprocess.run(["promtool", "check", "metrics"], input=metrics, capture_output=True, text=True)
+    assert promtool.returncode == 0, promtool.stdout + promtool.stderr
     shown = load("_output", "k8sha_history").output(list(reversed(history[-3:])))
     assert shown.splitlines()[0] == "1970-01-01 00:16:42 UTC  vip         VIP held by lb2 (before: lb1)"
     assert "haproxy on lb1: repaired (HAProxy is not running)" in shown.splitlines()[2]

@@ -22,7 +22,8 @@ def lb_with_state_file(minion, safe_dir, vip):
     state_file = safe_dir / "vrrp-state.json"
     lb = minion(
         desc,
-        lookup={"keepalived": {"state_file": str(state_file)}, "salt_call": str(safe_dir / "no-salt-call")},
+        lookup={"keepalived": {"state_file": str(state_file)}, "salt_call": str(safe_dir / "no-salt-call"),
+                "metrics": {"textfile_dir": str(safe_dir / "textfile")}},
     )
     _, args = lb.managed_files("keepalived")[str(minion.libexec / "keepalived-notify")]
     script = minion.libexec / "keepalived-notify"
@@ -43,6 +44,20 @@ def test_notify_script_records_transitions_and_status_reads_them(minion, safe_di
     assert status["state"] == "MASTER" and status["previous"] == "BACKUP"
     assert status["holds_vip"] is True and status["consistent"] is True
     assert 0 <= status["seconds_in_state"] < 60
+
+
+def test_notify_script_writes_the_vrrp_state_for_node_exporters_textfile_collector(minion, safe_dir):
+    _, script, _ = lb_with_state_file(minion, safe_dir, vip="127.0.0.100")
+    notify(script, "BACKUP")
+    notify(script, "MASTER")
+    text = (safe_dir / "textfile" / "k8sha_vrrp.prom").read_text()
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+    assert samples['k8sha_vrrp_state{state="MASTER"}'] == "1"
+    assert samples['k8sha_vrrp_state{state="BACKUP"}'] == samples['k8sha_vrrp_state{state="FAULT"}'] == "0"
+    assert samples["k8sha_vrrp_transitions_total"] == "2"
+    assert "# TYPE k8sha_vrrp_transitions_total counter" in text
+    promtool = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+    assert promtool.returncode == 0, promtool.stdout + promtool.stderr
 
 
 def test_status_flags_a_master_without_the_vip(minion, safe_dir):

@@ -46,10 +46,11 @@ def run(*cmd):
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
-def render_role(minion_factory, cluster, minion_id="lb1", secrets=None, mods=("keepalived", "haproxy", "firewall"), opts=None):
+def render_role(minion_factory, cluster, minion_id="lb1", secrets=None, mods=("keepalived", "haproxy", "firewall"), opts=None,
+                lookup=None):
     """Render like state.apply would, write helper scripts where the states put them.
     Returns ({basename: text}, {basename: file.managed args}, minion)."""
-    minion = minion_factory(cluster, minion_id=minion_id, secrets=secrets, opts=opts)
+    minion = minion_factory(cluster, minion_id=minion_id, secrets=secrets, opts=opts, lookup=lookup)
     files = minion.managed_files(*mods)
     rendered, args_by_name = {}, {}
     for path, (_, args) in files.items():
@@ -153,6 +154,25 @@ def test_haproxy_checks_healthz_over_tls_never_ssl_hello(minion):
     assert "retries 1" in texts["haproxy.cfg"] and "option redispatch" in texts["haproxy.cfg"]
 
 
+def test_metrics_ports_open_only_to_the_metrics_sources(minion, tmp_path):
+    """HAProxy's exporter and node-exporter: rich rules for the sources, not open ports."""
+    texts, _, lb = render_role(minion, description(), mods=("firewall", "haproxy"),
+                               lookup={"metrics": {"sources": ["192.0.2.10", "192.0.2.128/25"]}})
+    zone = texts["k8sha.xml"]
+    assert '\n  <port protocol="tcp" port="8405"/>' not in zone and '\n  <port protocol="tcp" port="9100"/>' not in zone
+    for source in ("192.0.2.10/32", "192.0.2.128/25"):
+        for port in ("8405", "9100"):
+            assert f'<source address="{source}"/>\n    <port protocol="tcp" port="{port}"/>' in zone
+    result = run(str(minion.libexec / "check-firewalld-zone"), "k8sha", str(write(tmp_path, "lb.xml", zone)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    states = lb.show_sls("metrics")
+    arguments = [a for a in states["metrics-node-exporter-arguments"]["file"] if isinstance(a, dict) and "contents" in a]
+    assert "--web.listen-address=198.51.100.11:9100" in arguments[0]["contents"]
+    assert "--collector.textfile.directory=/var/lib/prometheus/node-exporter" in arguments[0]["contents"]
+    exporter = texts["haproxy.cfg"].split("frontend prometheus", 1)[1].split("\n\n", 1)[0]
+    assert "bind 198.51.100.11:8405" in exporter and "use-service prometheus-exporter" in exporter
+
+
 def test_control_plane_zone_opens_the_ports_kubeadm_documents(minion, tmp_path):
     texts, _, _ = render_role(minion, description(), minion_id="cp1", mods=("firewall",))
     zone = texts["k8sha.xml"]
@@ -229,7 +249,7 @@ def test_top_file_maps_roles_to_states(minion):
         top = minion(description(), minion_id=minion_id).call("state.show_top")
         return top.get("base", [])
 
-    assert states_of("lb1") == ["base", "firewall", "haproxy", "keepalived", "beacons"]
+    assert states_of("lb1") == ["base", "firewall", "haproxy", "keepalived", "metrics", "beacons"]
     assert states_of("cp1") == ["base", "firewall", "kubernetes.control_plane", "beacons"]
     assert states_of("worker1") == ["base", "firewall", "kubernetes", "beacons"]
     assert states_of("stranger") == []

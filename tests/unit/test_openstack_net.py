@@ -132,6 +132,18 @@ def test_ssh_and_salt_are_open_only_to_the_named_sources_never_to_everyone():
         "192.0.2.0/28", "192.0.2.77/32"]
 
 
+def test_metrics_ports_are_open_on_the_load_balancers_only_to_the_metrics_sources():
+    sources = net.metrics_sources({"metrics": {"sources": []}}, ["198.51.100.5"])
+    assert sources == ["198.51.100.5/32"]
+    groups = net.cluster_rules(salt_render.description(), ["198.51.100.5/32"],
+                               salt_render.flows(salt_render.description()), ["192.0.2.10/32"])
+    for name, rules in groups.items():
+        metrics = sorted((r["port_range_min"], r["remote_ip_prefix"]) for r in rules if r["port_range_min"] in (8405, 9100))
+        assert metrics == ([(8405, "192.0.2.10/32"), (9100, "192.0.2.10/32")] if name == "k8sha-loadbalancer" else []), name
+    with pytest.raises(CommandExecutionError, match=r"set k8sha:lookup:metrics:sources"):
+        net.metrics_sources({"metrics": {"sources": []}}, [])
+
+
 def test_no_source_for_ssh_is_named_with_the_setting():
     with pytest.raises(CommandExecutionError, match=r"set k8sha:lookup:admin_sources"):
         net.admin_sources({}, [])
