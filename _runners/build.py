@@ -13,6 +13,7 @@ CLI examples::
 import threading
 import time
 
+import salt.minion
 import salt.utils.event
 import salt.utils.jid
 
@@ -52,12 +53,12 @@ def start_line(data, elapsed):
     return f"{elapsed:7.1f} s         started        {what} on {nodes}"
 
 
-def _follow(bus, jid, started, worker):
-    """Print the orchestration's events until it ends and its last event is read."""
+def _follow(bus, jid, started, done):
+    """Print the orchestration's events until it has ended and its last event is read."""
     while True:
         event = bus.get_event(full=True, wait=0.5)
         if event is None:
-            if not worker.is_alive():
+            if done.is_set():
                 return
             continue
         tag, data, elapsed = event["tag"], event["data"], time.monotonic() - started
@@ -69,26 +70,33 @@ def _follow(bus, jid, started, worker):
                 print(line, flush=True)
 
 
+def _orchestrate(mods, test, pillar, jid):
+    """What the state.orchestrate runner does, with Salt's state progress events on for this run
+    only (state.sls's ``state_events``): 0 when every step succeeded. A master's own state run
+    sends none (its opts say `local`), and with a `master_uri` it would send them as a minion
+    (refused: the master has no minion key); without both, State sends them on the master's bus."""
+    with salt.minion.MasterMinion(dict(__opts__, local=False)) as minion:
+        minion.opts.pop("master_uri", None)
+        running = minion.functions["state.sls"](mods, test, None, pillar=pillar, state_events=True,
+                                                __pub_jid=jid, orchestration_jid=jid)
+        return 0 if __utils__["state.check_result"]({minion.opts["id"]: running}) else 1
+
+
 def cluster(mods="orch.cluster", test=False, pillar=None):
     """Run the orchestration ``mods`` showing its steps live, then the cluster's status. The exit
     code is the orchestration's, or the status's when the orchestration succeeded."""
     jid = salt.utils.jid.gen_jid(__opts__)
-    # Salt's state progress events, for this process's orchestration only (not the master's).
-    __opts__["state_events"] = True
-    outcome = {}
-
-    def run():
-        outcome["ret"] = __salt__["state.orchestrate"](mods, test=test, pillar=pillar, orchestration_jid=jid)
-
-    worker = threading.Thread(target=run, name=f"orchestrate {mods}", daemon=True)
-    started = time.monotonic()
+    started, done = time.monotonic(), threading.Event()
     print(f"salt-run state.orchestrate {mods}{' test=True' if test else ''}: one line per step", flush=True)
+    # The follower is a thread of its own (it needs no Salt loader); the orchestration runs here.
     with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=True) as bus:
-        worker.start()
-        _follow(bus, jid, started, worker)
-    worker.join()
-    ret = outcome.get("ret") or {"retcode": 1}
-    code = ret.get("retcode", 1)
+        follower = threading.Thread(target=_follow, args=(bus, jid, started, done), name="progress", daemon=True)
+        follower.start()
+        try:
+            code = _orchestrate(mods, test, pillar, jid)
+        finally:
+            done.set()
+            follower.join(timeout=10)
     print(f"{time.monotonic() - started:7.1f} s  {mods}: {'done' if code == 0 else 'FAILED'}\n", flush=True)
     status = __salt__["cluster.status"]()
     status["data"]["retcode"] = code or status["data"]["retcode"]

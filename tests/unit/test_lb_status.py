@@ -50,7 +50,9 @@ def test_notify_script_writes_the_vrrp_state_for_node_exporters_textfile_collect
     _, script, _ = lb_with_state_file(minion, safe_dir, vip="127.0.0.100")
     notify(script, "BACKUP")
     notify(script, "MASTER")
-    text = (safe_dir / "textfile" / "k8sha_vrrp.prom").read_text()
+    path = safe_dir / "textfile" / "k8sha_vrrp.prom"
+    assert path.stat().st_mode & 0o777 == 0o644  # node-exporter runs as its own user
+    text = path.read_text()
     samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
     assert samples['k8sha_vrrp_state{state="MASTER"}'] == "1"
     assert samples['k8sha_vrrp_state{state="BACKUP"}'] == samples['k8sha_vrrp_state{state="FAULT"}'] == "0"
