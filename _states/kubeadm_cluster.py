@@ -38,15 +38,11 @@ def _roles():
 
 def _cmd(targets, fun, arg=(), timeout=120):
     """{minion: (ok, return)} for the targets that answered."""
-    if not targets:
-        return {}
-    answers = __salt__["saltutil.cmd"](list(targets), fun, arg=list(arg), tgt_type="list", timeout=timeout)
-    return {m: (a.get("retcode", 0) == 0 and not str(a.get("ret", "")).startswith("ERROR"), a.get("ret"))
-            for m, a in answers.items()}
+    return __utils__["k8sha_minions.answers"](__salt__["saltutil.cmd"], targets, fun, arg, timeout)
 
 
 def _error(answer):
-    return str(answer).split("CommandExecutionError: ", 1)[-1].strip()
+    return __utils__["k8sha_minions.cause"](answer)
 
 
 def _statuses(nodes):

@@ -47,7 +47,7 @@ def steps(tmp_path):
             "cluster_topology.members": lambda role: [n["name"] for n in NODES if n["role"] == role],
             "cluster_topology.settings": lambda: {"kubernetes": {"join_token_ttl": "1h"}},
         }
-        module.__utils__ = {"k8sha_heal.writer_line": lambda: "# writer 1 1\n"}
+        module.__utils__ = dict(salt_render.as_utils("k8sha_minions"), **{"k8sha_heal.writer_line": lambda: "# writer 1 1\n"})
         module.__states__ = {"etcd_snapshot.taken": lambda name, reason, exclude: snapshots.append(exclude)
                              or {"result": True, "comment": "taken"}}
         return module, minions, snapshots

@@ -1,0 +1,18 @@
+"""
+Asking minions from the master's state modules (cluster_build, kubeadm_cluster): one call to
+many nodes through saltutil.cmd, each answer as (ok, return), and the cause of a failed one.
+"""
+
+
+def answers(salt_cmd, targets, fun, arg=(), timeout=120):
+    """{minion: (ok, return)} for the targets that answered (``salt_cmd``: saltutil.cmd)."""
+    if not targets:
+        return {}
+    replies = salt_cmd(list(targets), fun, arg=list(arg), tgt_type="list", timeout=timeout)
+    return {m: (a.get("retcode", 0) == 0 and not str(a.get("ret", "")).startswith("ERROR"), a.get("ret"))
+            for m, a in replies.items()}
+
+
+def cause(answer):
+    """The message of a failed call, without Salt's exception prefix."""
+    return str(answer).split("CommandExecutionError: ", 1)[-1].strip()
