@@ -20,7 +20,7 @@ def test_vrrp_secret_reaches_the_load_balancer_only(salt_cli, vrrp_secret):
 def test_top_file_assigns_states_by_role(salt_cli):
     lb = salt_cli.run("state.show_top", minion_tgt="lb1")
     cp = salt_cli.run("state.show_top", minion_tgt="cp1")
-    assert lb.data["base"] == ["base", "firewall", "haproxy", "keepalived", "beacons"]
+    assert lb.data["base"] == ["base", "firewall", "haproxy", "keepalived", "metrics", "beacons"]
     assert cp.data["base"] == ["base", "firewall", "kubernetes.control_plane", "beacons"]
 
 
