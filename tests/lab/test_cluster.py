@@ -84,6 +84,20 @@ def test_build_shows_each_step_live_then_the_status(lab):
     assert "HEALTHY" in lines and any(line.startswith("cluster k8sha-lab") for line in lines), text
 
 
+def test_an_etcd_snapshot_on_demand_is_checked_and_kept_on_the_master_and_a_dry_run_takes_none(lab):
+    snapshots = config.MASTER_DIR / "cache" / "k8sha-etcd-snapshots"
+    before = set(snapshots.glob("*.db"))
+    _, code = master.salt_json("salt-run", "state.orch", "orch.etcd_snapshot", "test=True", timeout=300)
+    assert code == 0 and set(snapshots.glob("*.db")) == before
+    data, code = master.salt_json("salt-run", "state.orch", "orch.etcd_snapshot", timeout=300)
+    assert code == 0, data
+    taken = sorted(set(snapshots.glob("*.db")) - before)
+    assert len(taken) == 1 and taken[0].stat().st_mode & 0o777 == 0o600, taken
+    status = subprocess.run(["etcdctl", "snapshot", "status", str(taken[0]), "-w", "json"], capture_output=True,
+                            text=True, env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"})
+    assert status.returncode == 0 and json.loads(status.stdout)["totalKey"] > 0, status.stdout + status.stderr
+
+
 def test_join_material_never_reaches_logs_job_caches_or_leftover_files(lab):
     # 3 joins (cp2, cp3, worker1): 3 tokens and 2 certificate keys, seen in pillar during the run.
     assert len([v for v in lab.join_material if "." in v]) == 3, lab.join_material
