@@ -3,7 +3,7 @@ This node's membership in the kubeadm cluster: status, init, join, reset, and (o
 plane) registering and revoking the join material of another node.
 
 Join material (bootstrap token, certificate key) comes only from pillar ``k8sha_join``, which
-the orchestration writes fresh for each join (_states/cluster_build.py) and targets to the
+the orchestration writes fresh for each join (_states/kubeadm_cluster.py) and targets to the
 joining node and the control planes. It is never an argument (job arguments travel on the
 event bus), never returned, never logged: kubeadm's output is kept only as redacted lines.
 
@@ -28,7 +28,6 @@ from salt.exceptions import CommandExecutionError
 __virtualname__ = "kubeadm_member"
 
 TOKEN = re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b")
-HEX_KEY = re.compile(r"\b[0-9a-f]{64}\b")
 
 
 def __virtual__():
@@ -79,12 +78,8 @@ def version_refusal(wanted=None):
     return version_mismatch(installed, wanted, topology["node"]["name"]) or ""
 
 
-def redact(text, secrets=()):
-    """Text with every token, certificate key and given secret replaced (pure function)."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "<redacted>")
-    return HEX_KEY.sub("<redacted>", TOKEN.sub("<redacted>", text))
+def _redact(text, secrets=()):
+    return __utils__["k8sha_kubeadm.redact"](text, secrets)
 
 
 def _kubeadm(args, secrets=(), timeout=300):
@@ -93,8 +88,8 @@ def _kubeadm(args, secrets=(), timeout=300):
         result = subprocess.run([_settings()["kubeadm"], *args], capture_output=True, text=True, timeout=timeout,
                                 env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise CommandExecutionError(f"kubeadm {args[0]}: {redact(str(exc), secrets)}") from None
-    output = redact(result.stdout + result.stderr, secrets)
+        raise CommandExecutionError(f"kubeadm {args[0]}: {_redact(str(exc), secrets)}") from None
+    output = _redact(result.stdout + result.stderr, secrets)
     return result.returncode, result.stdout, output
 
 
@@ -196,19 +191,6 @@ def _private_config(documents):
         shutil.rmtree(private, ignore_errors=True)
 
 
-def issuing_configuration(managed, node, material):
-    """The issuer's kubeadm documents for a join (pure): its managed ClusterConfiguration and an
-    InitConfiguration with the join's bootstrap token and, for a control plane, certificate key."""
-    init = dict(managed.get("InitConfiguration") or {"apiVersion": managed["ClusterConfiguration"]["apiVersion"],
-                                                      "kind": "InitConfiguration"})
-    init["bootstrapTokens"] = [{"token": material["token"], "ttl": material.get("ttl", "1h"),
-                                "description": f"k8sha: join of {node}", "usages": ["signing", "authentication"],
-                                "groups": ["system:bootstrappers:kubeadm:default-node-token"]}]
-    if material.get("control_plane"):
-        init["certificateKey"] = material["certificate_key"]
-    return [managed["ClusterConfiguration"], init]
-
-
 def register_join(node):
     """On a control plane: make the pillar's token for ``node`` valid and, for a control
     plane, upload the certificates encrypted with its fresh certificate key (they expire
@@ -217,7 +199,7 @@ def register_join(node):
     token, key = material["token"], material.get("certificate_key")
     with open(_settings()["kubeadm_config"]) as handle:
         managed = {doc.get("kind"): doc for doc in yaml.safe_load_all(handle) if doc}
-    with _private_config(issuing_configuration(managed, node, material)) as path:
+    with _private_config(__utils__["k8sha_kubeadm.issuing_configuration"](managed, node, material)) as path:
         code, _, output = _kubeadm(["token", "create", "--config", path], secrets=[token, key])
         if code != 0:
             _fail("token create", output)
@@ -238,22 +220,6 @@ def revoke_join(token_id):
     return {"token_id": token_id, "deleted": code == 0}
 
 
-def join_configuration(node, material, api, kubernetes_version, cri_socket):
-    """kubeadm's JoinConfiguration for ``node`` (pure function; holds secrets: written 0600)."""
-    minor = int(str(kubernetes_version).split(".")[1])
-    config = {
-        "apiVersion": "kubeadm.k8s.io/v1beta4" if minor >= 31 else "kubeadm.k8s.io/v1beta3",
-        "kind": "JoinConfiguration",
-        "discovery": {"bootstrapToken": {"apiServerEndpoint": f"{api['vip']}:{api['port']}",
-                                         "token": material["token"], "caCertHashes": [material["ca_cert_hash"]]}},
-        "nodeRegistration": {"name": node["name"], "criSocket": cri_socket},
-    }
-    if material.get("control_plane"):
-        config["controlPlane"] = {"localAPIEndpoint": {"advertiseAddress": node["address"], "bindPort": api["port"]},
-                                  "certificateKey": material["certificate_key"]}
-    return config
-
-
 def join():
     """kubeadm join of this node with its join material from pillar; a member is left alone,
     a half-joined node is refused (it needs `kubeadm reset -f` first)."""
@@ -265,7 +231,7 @@ def join():
                                     "on it (the control_plane repair, orch.heal, does) before joining again; nothing was changed")
     topology = __salt__["cluster_topology.view"]()
     material = _material(current["node"])
-    config = join_configuration(topology["node"], material, topology["cluster"]["api"],
+    config = __utils__["k8sha_kubeadm.join_configuration"](topology["node"], material, topology["cluster"]["api"],
                                 topology["cluster"]["kubernetes"]["version"],
                                 __salt__["cluster_topology.settings"]()["kubernetes"]["cri_socket"])
     with _private_config([config]) as path:
@@ -294,7 +260,7 @@ def nodes():
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise CommandExecutionError(f"kubectl get nodes: {exc}") from None
     if result.returncode != 0:
-        raise CommandExecutionError(f"kubectl get nodes: {redact(result.stderr.strip())}")
+        raise CommandExecutionError(f"kubectl get nodes: {_redact(result.stderr.strip())}")
     ready = {}
     for item in json.loads(result.stdout).get("items", []):
         conditions = item.get("status", {}).get("conditions", [])
@@ -314,5 +280,5 @@ def restart_apiserver():
     command = _settings()["apiserver_restart"]
     result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)  # noqa: S602 (from settings)
     if result.returncode != 0:
-        raise CommandExecutionError(f"restarting the API server ({command}) failed: {redact(result.stderr.strip())}")
+        raise CommandExecutionError(f"restarting the API server ({command}) failed: {_redact(result.stderr.strip())}")
     return {"restarted": True, "command": command}

@@ -7,6 +7,7 @@ import pytest
 from helpers import salt_render
 
 kubeadm_member = salt_render.load_module("kubeadm_member")
+kubeadm_documents = salt_render.load("_utils", "k8sha_kubeadm")
 
 
 def load_state_module(name):
@@ -19,7 +20,7 @@ def load_state_module(name):
 def test_redaction_hides_tokens_certificate_keys_and_given_secrets():
     text = ("kubeadm join 198.51.100.100:6443 --token abcdef.0123456789abcdef "
             "--certificate-key " + "a1" * 32 + " password=hunter2 sha256:" + "0f" * 32)
-    redacted = kubeadm_member.redact(text, ["hunter2"])
+    redacted = kubeadm_documents.redact(text, ["hunter2"])
     assert "abcdef.0123456789abcdef" not in redacted and "a1" * 32 not in redacted and "hunter2" not in redacted
     assert redacted.count("<redacted>") >= 3 and "198.51.100.100:6443" in redacted
 
@@ -45,13 +46,13 @@ def test_join_configuration_for_a_control_plane_and_a_worker():
     material = {"token": "abcdef.0123456789abcdef", "ca_cert_hash": "sha256:" + "0" * 64,
                 "control_plane": True, "certificate_key": "f" * 64}
     socket = "unix:///run/containerd/containerd.sock"
-    config = kubeadm_member.join_configuration({"name": "cp2", "address": "198.51.100.22"}, material, api, "1.31", socket)
+    config = kubeadm_documents.join_configuration({"name": "cp2", "address": "198.51.100.22"}, material, api, "1.31", socket)
     assert config["apiVersion"] == "kubeadm.k8s.io/v1beta4" and config["kind"] == "JoinConfiguration"
     assert config["discovery"]["bootstrapToken"] == {"apiServerEndpoint": "198.51.100.100:6443",
                                                      "token": material["token"], "caCertHashes": [material["ca_cert_hash"]]}
     assert config["controlPlane"] == {"localAPIEndpoint": {"advertiseAddress": "198.51.100.22", "bindPort": 6443},
                                       "certificateKey": "f" * 64}
-    worker = kubeadm_member.join_configuration({"name": "worker1", "address": "198.51.100.31"},
+    worker = kubeadm_documents.join_configuration({"name": "worker1", "address": "198.51.100.31"},
                                                dict(material, control_plane=False), api, "1.30.4", socket)
     assert "controlPlane" not in worker and worker["apiVersion"] == "kubeadm.k8s.io/v1beta3"
     assert worker["nodeRegistration"] == {"name": "worker1", "criSocket": socket}
@@ -83,12 +84,12 @@ def test_the_issuer_gets_token_and_certificate_key_in_a_config_document_not_argu
                "InitConfiguration": {"apiVersion": "kubeadm.k8s.io/v1beta4", "kind": "InitConfiguration",
                                      "localAPIEndpoint": {"advertiseAddress": "198.51.100.21", "bindPort": 6443}}}
     material = {"token": "abcdef.0123456789abcdef", "control_plane": True, "certificate_key": "f" * 64, "ttl": "1h"}
-    cluster, init = kubeadm_member.issuing_configuration(managed, "cp2", material)
+    cluster, init = kubeadm_documents.issuing_configuration(managed, "cp2", material)
     assert cluster is managed["ClusterConfiguration"]
     assert init["bootstrapTokens"] == [{"token": "abcdef.0123456789abcdef", "ttl": "1h", "description": "k8sha: join of cp2",
                                         "usages": ["signing", "authentication"],
                                         "groups": ["system:bootstrappers:kubeadm:default-node-token"]}]
     assert init["certificateKey"] == "f" * 64 and init["localAPIEndpoint"]["advertiseAddress"] == "198.51.100.21"
     assert "bootstrapTokens" not in managed["InitConfiguration"]  # the managed file is left as it is
-    worker = kubeadm_member.issuing_configuration(managed, "worker1", dict(material, control_plane=False))[1]
+    worker = kubeadm_documents.issuing_configuration(managed, "worker1", dict(material, control_plane=False))[1]
     assert "certificateKey" not in worker

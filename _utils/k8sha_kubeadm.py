@@ -1,0 +1,47 @@
+"""
+kubeadm's documents and output, for kubeadm_member (pure functions): the issuer's and the joining
+node's configuration for one join (they hold secrets: written only to 0600 files), and kubeadm's
+output with every token and certificate key redacted.
+"""
+
+import re
+
+TOKEN = re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b")
+HEX_KEY = re.compile(r"\b[0-9a-f]{64}\b")
+
+
+def redact(text, secrets=()):
+    """Text with every token, certificate key and given secret replaced (pure function)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "<redacted>")
+    return HEX_KEY.sub("<redacted>", TOKEN.sub("<redacted>", text))
+
+
+def issuing_configuration(managed, node, material):
+    """The issuer's kubeadm documents for a join (pure): its managed ClusterConfiguration and an
+    InitConfiguration with the join's bootstrap token and, for a control plane, certificate key."""
+    init = dict(managed.get("InitConfiguration") or {"apiVersion": managed["ClusterConfiguration"]["apiVersion"],
+                                                      "kind": "InitConfiguration"})
+    init["bootstrapTokens"] = [{"token": material["token"], "ttl": material.get("ttl", "1h"),
+                                "description": f"k8sha: join of {node}", "usages": ["signing", "authentication"],
+                                "groups": ["system:bootstrappers:kubeadm:default-node-token"]}]
+    if material.get("control_plane"):
+        init["certificateKey"] = material["certificate_key"]
+    return [managed["ClusterConfiguration"], init]
+
+
+def join_configuration(node, material, api, kubernetes_version, cri_socket):
+    """kubeadm's JoinConfiguration for ``node`` (pure function; holds secrets: written 0600)."""
+    minor = int(str(kubernetes_version).split(".")[1])
+    config = {
+        "apiVersion": "kubeadm.k8s.io/v1beta4" if minor >= 31 else "kubeadm.k8s.io/v1beta3",
+        "kind": "JoinConfiguration",
+        "discovery": {"bootstrapToken": {"apiServerEndpoint": f"{api['vip']}:{api['port']}",
+                                         "token": material["token"], "caCertHashes": [material["ca_cert_hash"]]}},
+        "nodeRegistration": {"name": node["name"], "criSocket": cri_socket},
+    }
+    if material.get("control_plane"):
+        config["controlPlane"] = {"localAPIEndpoint": {"advertiseAddress": node["address"], "bindPort": api["port"]},
+                                  "certificateKey": material["certificate_key"]}
+    return config
