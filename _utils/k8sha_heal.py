@@ -153,7 +153,7 @@ def prometheus_text(data):
         lines.append(f'k8sha_repairs_total{{fault="{fault}",outcome="{outcome}"}} {n}')
     lines += ["# HELP k8sha_vip_holder The load balancers holding the VIP when the master last asked",
               "# TYPE k8sha_vip_holder gauge"]
-    lines += [f'k8sha_vip_holder{{node="{node}"}} 1' for node in data["vip_holders"]]
+    lines += [f'k8sha_vip_holder{{holder="{node}"}} 1' for node in data["vip_holders"]]
     return "\n".join(lines) + "\n"
 
 

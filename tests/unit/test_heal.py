@@ -118,7 +118,7 @@ def test_history_keeps_the_newest_records_and_vip_moves_only_when_the_holders_ch
     assert history[-1] == {"at": 1002, "kind": "vip", "previous": ["lb1"], "holders": ["lb2"]}
     metrics = (tmp_path / "k8sha_heal.prom").read_text()
     assert 'k8sha_repairs_total{fault="haproxy",outcome="repaired"} 505' in metrics
-    assert 'k8sha_vip_holder{node="lb2"} 1' in metrics and 'node="lb1"' not in metrics
+    assert 'k8sha_vip_holder{holder="lb2"} 1' in metrics and 'holder="lb1"' not in metrics
     promtool = subprocess.run(["promtool", "check", "metrics"], input=metrics, capture_output=True, text=True)
     assert promtool.returncode == 0, promtool.stdout + promtool.stderr
     shown = load("_output", "k8sha_history").output(list(reversed(history[-3:])))
