@@ -8,7 +8,7 @@ LINT_STAMP := $(VENV)/.linters-$(shell sha256sum requirements-lint.lock | cut -c
 PYTEST := $(PY) -m pytest
 
 .PHONY: help setup host-packages venv lint test test-unit test-integration test-lab demo lab-up lab-build lab-down \
-	bench-failover bench-converge bench-heal bench-storm clean
+	bench-failover bench-converge bench-heal bench-storm bench-day2 clean
 
 help:
 	@echo "make demo             the one-machine lab: starts it, builds the cluster (orch.cluster), shows its status"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench-converge   orch.cluster times: first run, re-run, 1/3/6 workers (about 40 min)"
 	@echo "make bench-heal       time from fault to healthy again, per scenario (about 15 min)"
 	@echo "make bench-storm      1,000 events with a real fault inside (about 5 min on a built lab)"
+	@echo "make bench-day2       day-2 operations: duration and failed requests through the VIP (etcd snapshot)"
 	@echo "make clean            remove the venv and pytest's cache"
 
 setup: host-packages venv
@@ -91,6 +92,9 @@ bench-heal: lab-build
 
 bench-storm: lab-build
 	$(PY) bench/storm.py
+
+bench-day2: lab-build
+	$(PY) bench/day2.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

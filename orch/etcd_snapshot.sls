@@ -1,5 +1,4 @@
-{#- An etcd snapshot on demand, and from the master's schedule (k8sha-etcd-snapshot): the same
-    step builds and repairs take before a membership change. Taken on a control plane whose own
+{#- An etcd snapshot on demand: the same step builds and repairs take before a membership change. Taken on a control plane whose own
     member is healthy, checked (`etcdctl snapshot status`), copied to the master and compared by
     sha256, kept under <cachedir>/k8sha-etcd-snapshots (0600), the oldest pruned past
     k8sha:lookup:etcd:snapshot_retention. It takes no lock: it changes no member, so repairs need
