@@ -275,6 +275,7 @@ OTHER_REACTIONS = {
     "k8sha/heal/recheck": "heal_recheck",
 }
 RECONCILE_MINUTES = 5
+SNAPSHOT_HOURS = 6
 
 
 def master_reactors(faults):
@@ -283,11 +284,14 @@ def master_reactors(faults):
     return tags + [{tag: [f"salt://reactor/{name}.sls"]} for tag, name in OTHER_REACTIONS.items()]
 
 
-def master_schedule(minutes=RECONCILE_MINUTES):
+def master_schedule(minutes=RECONCILE_MINUTES, snapshot_hours=SNAPSHOT_HOURS):
     """The master's `schedule`: the catalogue's checks on every node every few minutes (and once
-    when the master starts), so that a fault whose event was lost is repaired."""
+    when the master starts), so that a fault whose event was lost is repaired; an etcd snapshot
+    every few hours (a runner: a scheduled orchestration would make repairs' orchestrations fail)."""
     return {"k8sha-reconcile": {"function": "heal.reconcile", "minutes": minutes, "run_on_start": True,
-                                "maxrunning": 1}}
+                                "maxrunning": 1},
+            "k8sha-etcd-snapshot": {"function": "etcd_snapshot.take", "hours": snapshot_hours,
+                                    "run_on_start": False, "maxrunning": 1}}
 
 
 if __name__ == "__main__":

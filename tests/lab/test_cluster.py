@@ -96,6 +96,11 @@ def test_an_etcd_snapshot_on_demand_is_checked_and_kept_on_the_master_and_a_dry_
     status = subprocess.run(["etcdctl", "snapshot", "status", str(taken[0]), "-w", "json"], capture_output=True,
                             text=True, env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"})
     assert status.returncode == 0 and json.loads(status.stdout)["totalKey"] > 0, status.stdout + status.stderr
+    # The schedule's way (a runner, no state run): the same, kept beside it.
+    time.sleep(1.1)  # snapshots are named by the second
+    scheduled, code = master.salt_json("salt-run", "etcd_snapshot.take", timeout=300)
+    assert code == 0 and scheduled["taken"] is True and scheduled["snapshot"].endswith(".db"), scheduled
+    assert (snapshots / scheduled["snapshot"].rsplit("/", 1)[1]).stat().st_mode & 0o777 == 0o600
 
 
 def test_join_material_never_reaches_logs_job_caches_or_leftover_files(lab):

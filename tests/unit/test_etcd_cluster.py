@@ -203,7 +203,7 @@ def test_a_missing_etcdctl_names_the_node_and_the_state_that_installs_it(minion)
 
 
 def test_snapshots_beyond_the_retention_are_pruned_oldest_first(tmp_path):
-    snapshots = salt_render.load("_states", "etcd_snapshot")
+    snapshots = salt_render.load("_utils", "k8sha_snapshot")
     for stamp in ("20261130T100000Z", "20261130T110000Z", "20261130T120000Z"):
         (tmp_path / f"{stamp}-cp1.db").write_bytes(b"x")
     assert snapshots.kept(tmp_path, 2) == ["20261130T100000Z-cp1.db"]
