@@ -50,7 +50,7 @@ def _node(minion):
 
 
 def _store():
-    return __utils__["k8sha_heal.store"](_settings()["heal"]["state_dir"] or f"{__opts__['cachedir']}/k8sha-heal")
+    return __utils__["k8sha_heal.store"](__utils__["k8sha_master.heal_directory"](__opts__, _settings()))
 
 
 def _entry(fault):

@@ -5,6 +5,7 @@ CACHE_SECONDS, since admission runs for every event of a storm.
 """
 
 import copy
+import os
 import time
 
 import salt.loader
@@ -49,6 +50,4 @@ def functions(opts):
 
 def heal_directory(opts, settings):
     """Where the heal file lives: ``heal:state_dir``, else the master's cachedir/k8sha-heal."""
-    import os  # pylint: disable=import-outside-toplevel
-
     return settings["heal"]["state_dir"] or os.path.join(opts["cachedir"], "k8sha-heal")
