@@ -1,13 +1,16 @@
 """
 Status of a load balancer, for operators and for the orchestrations: which VRRP
 state keepalived is in, whether this node holds the VIP, and each HAProxy
-backend server's state from the stats socket. Read-only.
+backend server's state from the stats socket. Read-only, but for one run-time change:
+``server_state`` takes an API server out of HAProxy's pool before it is taken down (orch.remove_node)
+and puts it back; it lasts until HAProxy restarts or reloads.
 
 CLI examples::
 
     salt -C 'lb*' lb_status.summary
     salt-call lb_status.vrrp
     salt-call lb_status.haproxy_backends
+    salt -C 'lb*' lb_status.server_state cp3 maint
 """
 
 import csv
@@ -138,3 +141,37 @@ def summary():
     CLI example: ``salt -C 'lb*' lb_status.summary``
     """
     return {"vrrp": vrrp(), "haproxy": haproxy_backends()}
+
+
+SERVER_STATES = ("ready", "drain", "maint")
+
+
+def server_state(server, state, drain_seconds=10):
+    """
+    Set the API server ``server``'s state in HAProxy (stats socket, level admin): ``ready`` (in the
+    pool), ``drain`` (no new connection) or ``maint`` (out of the pool). ``maint`` drains first: new
+    connections go elsewhere while the open ones finish, up to ``drain_seconds``.
+    Returns ``{'server', 'state', 'sessions_left'}``.
+
+    CLI example: ``salt -C 'lb*' lb_status.server_state cp3 maint``
+    """
+    if state not in SERVER_STATES:
+        raise ValueError(f"state {state!r}: use one of {', '.join(SERVER_STATES)}")
+    socket_path = _settings()["haproxy"]["stats_socket"]
+
+    def set_to(wanted):
+        answer = _stats_socket_command(socket_path, f"set server {API_BACKEND}/{server} state {wanted}").strip()
+        if answer:  # HAProxy answers nothing on success
+            raise ValueError(f"HAProxy refused 'set server {API_BACKEND}/{server} state {wanted}': {answer}")
+
+    def sessions():
+        found = [s for s in haproxy_backends(socket_path)["servers"] if s["name"] == server]
+        return found[0]["sessions"] if found else 0
+
+    if state == "maint":
+        set_to("drain")
+        deadline = time.monotonic() + drain_seconds
+        while sessions() and time.monotonic() < deadline:
+            time.sleep(0.5)
+    set_to(state)
+    return {"server": server, "state": state, "sessions_left": sessions()}

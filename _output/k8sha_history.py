@@ -18,6 +18,8 @@ def line(record):
         what = f"{record['fault']} on {record['node']}: {record['failures']} failed repairs, left to a human"
     elif kind == "vip":
         what = f"VIP held by {', '.join(record['holders']) or 'NOBODY'} (before: {', '.join(record['previous']) or '-'})"
+    elif kind == "retired":
+        what = f"{record['node']} taken out by {record['by']}: no repair or rebuild until deleted from the description"
     else:
         what = str({k: v for k, v in record.items() if k not in ("at", "kind")})
     return f"{at} UTC  {kind:11} {what}"

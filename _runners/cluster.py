@@ -9,6 +9,7 @@ CLI examples::
     salt-run cluster.status --out=json      # the same as data
     salt-run cluster.split_brain            # are two load balancers MASTER? (event when so)
     salt-run cluster.history                # recent repairs, refusals, VIP moves (--out=json: data)
+    salt-run cluster.unretire cp3           # orch.cluster may build a node orch.remove_node took out
 """
 
 import salt.client
@@ -153,3 +154,16 @@ def history(limit=50):
     """Recent repairs, refusals, faults left to a human and VIP moves, newest first, from the
     master's own records (heal.history); shown by the k8sha_history outputter."""
     return {"data": __salt__["heal.history"](limit), "outputter": "k8sha_history"}
+
+
+def unretire(node):
+    """Let orch.cluster build ``node`` again (and repairs resume) after orch.remove_node took it out
+    while the description still lists it. A control plane goes back into HAProxy's pool on every
+    load balancer: their health checks keep it out until its API server answers."""
+    done = __salt__["heal.unretire"](node)
+    read = _description()
+    if node in _names(read, "control_plane"):
+        with salt.client.LocalClient(mopts=__opts__) as client:
+            answers = _call(client, _names(read, "loadbalancer"), "lb_status.server_state", [node, "ready"])
+        done["pool"] = {lb: "ready" if isinstance(a, dict) else a for lb, a in answers.items()}
+    return done

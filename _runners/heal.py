@@ -67,6 +67,9 @@ def _judge(functions, tag, sender):
     node = _util("node_of")(tag)
     nodes = {n.get("name"): n.get("role") for n in functions["cluster_topology.description"]().get("nodes", [])}
     reason = _util("refusal")(fault, entry, node, nodes.get(node))
+    if not reason:
+        with _util("store")(_heal_settings(functions)[1]) as data:
+            reason = _util("retired_reason")(data, node)
     note = _util("sender_note")(node, sender)
     if not reason and note == "mismatch":
         reason = f"the event is about {node} but was sent by {sender}"
@@ -220,14 +223,18 @@ def reconcile():
     _, directory = _heal_settings(functions)
     with _util("store")(directory) as data:
         build = data["locks"].get("control_plane")
-        building = _util("alive")(build, time.time()) and build["minion"] == "orch.cluster"
-    if building:  # the build converges every node itself; its nodes are half-made meanwhile
-        log.info("heal.reconcile: orch.cluster is building the cluster: nothing checked")
-        return {"skipped": "orch.cluster is building the cluster"}
+        building = _util("alive")(build, time.time()) and build["minion"].startswith("orch.")
+    if building:  # the build (or a removal) changes nodes itself; they are half-made meanwhile
+        log.info("heal.reconcile: %s is changing the cluster: nothing checked", build["minion"])
+        return {"skipped": f"{build['minion']} is changing the cluster"}
     cleaned = sorted(__salt__["join_material.clean"]()["removed"])
     found, started = [], []
     faults = functions["heal_check.catalogue"]()
+    with _util("store")(directory) as data:
+        retired = set(data["retired"])  # removed by orch.remove_node, still in the description
     for fault, node, detail in functions["heal_check.reconcile_targets"]():
+        if node in retired:
+            continue
         try:
             for real_detail, reason in _found(functions, faults[fault]["check"], node, detail)[0]:
                 found.append(f"{fault} on {node}: {reason}")
@@ -253,6 +260,23 @@ def vip_holders_seen(holders):
     _, directory = _heal_settings(_functions())
     with _util("store")(directory) as data:
         return {"changed": _util("vip_moved")(data, time.time(), holders)}
+
+
+def retire(node, by):
+    """Mark ``node`` as taken out (orch.remove_node): no repair, no rebuild by orch.cluster while
+    the description still lists it."""
+    _, directory = _heal_settings(_functions())
+    with _util("store")(directory) as data:
+        data["retired"][node] = {"at": time.time(), "by": by}
+        _util("record")(data, time.time(), "retired", node=node, by=by)
+    return {"retired": node}
+
+
+def unretire(node):
+    """Drop the mark of ``node``: orch.cluster builds it again and repairs resume."""
+    _, directory = _heal_settings(_functions())
+    with _util("store")(directory) as data:
+        return {"unretired": data["retired"].pop(node, None) is not None, "node": node}
 
 
 def history(limit=50):

@@ -49,7 +49,22 @@ def description_valid(name):
     if problems:
         return _ret(name, False, "invalid cluster description (pillar/cluster.sls); nothing was changed:\n  "
                     + "\n  ".join(problems))
+    retired = _retired_still_described()
+    if retired:
+        return _ret(name, False, "; ".join(retired) + " (or `salt-run cluster.unretire NAME` to build it again); "
+                                 "nothing was changed")
     return _ret(name, comment=f"cluster {_description().get('name')}: description valid ({len(_names())} nodes)")
+
+
+def _retired_still_described():
+    """Why nodes orch.remove_node took out may not be built again: they are still described.
+    Marks of nodes the operator has since deleted from the description are dropped (not in a dry run)."""
+    directory = __utils__["k8sha_master.heal_directory"](__opts__, __salt__["cluster_topology.settings"]())
+    described = set(_names())
+    with __utils__["k8sha_heal.store"](directory) as data:
+        if not __opts__["test"]:
+            data["retired"] = {n: r for n, r in data["retired"].items() if n in described}
+        return [__utils__["k8sha_heal.retired_reason"](data, n) for n in sorted(data["retired"]) if n in described]
 
 
 def minions_ready(name, timeout=180, nodes=None):

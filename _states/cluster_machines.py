@@ -5,6 +5,7 @@ asks first and creates only what is missing:
     cluster_machines.security_groups_ready  every role's security group (before the instances):
                                             Neutron, or the lab's switch
     cluster_machines.instances_present      salt-cloud: the description's machines missing are created
+    cluster_machines.instance_absent        salt-cloud destroys one machine (orch.remove_node)
     cluster_machines.vip_networking_ready   OpenStack: VIP port, allowed address pairs, floating IP
 """
 
@@ -84,6 +85,23 @@ def instances_present(name, profiles=None, map=None):  # pylint: disable=redefin
         return _ret(name, False, "; ".join(f"{n}: salt-cloud could not create it: {str(r)[:300]}"
                                             for n, r in failed.items()), {"created": sorted(set(missing) - set(failed))})
     return _ret(name, comment=f"created {', '.join(missing)}", changes={"created": missing})
+
+
+def instance_absent(name):
+    """The machine ``name`` is destroyed by salt-cloud (its minion key goes with it); absent is no
+    error. Without provisioning (k8sha:lookup:cloud:provision false) the machine is the operator's."""
+    if not __salt__["cluster_topology.settings"]()["cloud"]["provision"]:
+        return _ret(name, comment=f"k8sha:lookup:cloud:provision is false: shut {name} down yourself, then "
+                                  f"salt-key -d {name}")
+    client = salt.cloud.CloudClient(path=os.path.join(os.path.dirname(__opts__["conf_file"]), "cloud"))
+    if name not in _existing(client):
+        return _ret(name, comment=f"no machine {name}")
+    if __opts__["test"]:
+        return _ret(name, None, f"would destroy the machine {name} (salt-cloud -d)", {"destroyed": name})
+    result = client.destroy([name])
+    if "destroyed" not in str(result):
+        return _ret(name, False, f"salt-cloud could not destroy {name}: {str(result)[:300]}")
+    return _ret(name, comment=f"the machine {name} and its minion key are gone", changes={"destroyed": name})
 
 
 def _openstack_step(name, function, done_comment):

@@ -67,6 +67,9 @@ def permitted(name, node, token=None, detail=None):
     entry = _entry(name)
     found = _node(node)
     reason = util["k8sha_heal.refusal"](name, entry, node, found and found.get("role"))
+    if not reason:
+        with _store() as data:
+            reason = util["k8sha_heal.retired_reason"](data, node)
     if reason:
         _event("refused", {"fault": name, "minion": node, "reason": reason})
         return _ret(name, False, f"refused: {reason}; nothing was done")
@@ -95,28 +98,29 @@ def permitted(name, node, token=None, detail=None):
     return _ret(name, comment=f"{name} repair of {node} permitted (lock {key})")
 
 
-def build_locked(name="control_plane", wait=300):
-    """orch.cluster holds the control-plane lock while it builds: the start events of the
-    machines it creates must not start rejoins of nodes it is joining itself. A repair that
-    holds the lock (a rejoin, or a check of a start event) is waited for, up to ``wait`` s."""
+def build_locked(name="control_plane", wait=300, holder="orch.cluster"):
+    """orch.cluster (or another orchestration of the whole cluster: ``holder``) holds the
+    control-plane lock while it builds: the start events of the machines it creates must not
+    start rejoins of nodes it is joining itself. A repair that holds the lock (a rejoin, or a
+    check of a start event) is waited for, up to ``wait`` s."""
     heal = _settings()["heal"]
     if __opts__["test"]:
-        return _ret(name, None, f"orch.cluster would hold the {name} lock (dry run: not taken)")
+        return _ret(name, None, f"{holder} would hold the {name} lock (dry run: not taken)")
     token, deadline = secrets.token_hex(8), time.monotonic() + wait
     while True:
         now = time.time()
         with _store() as data:
-            held = __utils__["k8sha_heal.claim"](data, name, "orch.cluster", now, heal["lock_ttl"], token)
+            held = __utils__["k8sha_heal.claim"](data, name, holder, now, heal["lock_ttl"], token)
         if not held:
             break
         if time.monotonic() > deadline:
             return _ret(name, False, f"a repair of {held['minion']} holds the {name} lock since "
                                      f"{int(now - held['since'])} s (waited {wait} s; it expires in "
-                                     f"{int(held['expires'] - now)} s, or when that run ends); run orch.cluster "
+                                     f"{int(held['expires'] - now)} s, or when that run ends); run {holder} "
                                      "again when it is done")
         time.sleep(2)
     __context__["k8sha_heal"] = {"lock": name, "token": token, "minion": None, "fault": None}
-    return _ret(name, comment=f"orch.cluster holds the {name} lock: repairs wait until it is done")
+    return _ret(name, comment=f"{holder} holds the {name} lock: repairs wait until it is done")
 
 
 def unlocked(name):

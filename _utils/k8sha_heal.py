@@ -16,6 +16,7 @@ import fnmatch
 import json
 import os
 import pathlib
+import time
 
 import yaml
 
@@ -73,6 +74,16 @@ def refusal(fault, entry, node, role):
     return None
 
 
+def retired_reason(data, node):
+    """Why ``node`` gets no repair because orch.remove_node took it out, or None: it stays in
+    the description until the operator deletes it, and must not be rebuilt meanwhile."""
+    retired = data.get("retired", {}).get(node)
+    if not retired:
+        return None
+    return (f"{node} was removed by orch.remove_node ({time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(retired['at']))}): "
+            f"no repair; delete it from pillar/cluster.sls")
+
+
 def sender_note(node, sender):
     """How the event's claimed sender relates to the node it is about (pure). Beacons send
     batched events whose data the minion writes itself, id included: the sender is a hint,
@@ -113,7 +124,7 @@ def alive(lock, now):
 # --- the store -----------------------------------------------------------------------------
 
 EMPTY = {"attempts": {}, "locks": {}, "pending": {}, "last_repair": {}, "last_check": {}, "counts": {}, "reported": {},
-         "history": [], "vip_holders": [], "repairs": {}}
+         "history": [], "vip_holders": [], "repairs": {}, "retired": {}}
 HISTORY_KEEP = 500  # records of cluster.history: repairs, refusals reported, needs_human, VIP moves
 
 

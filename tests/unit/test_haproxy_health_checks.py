@@ -104,3 +104,21 @@ def test_status_reports_a_stopped_haproxy(minion, safe_dir):
     lb = minion(lookup={"haproxy": {"stats_socket": str(safe_dir / "absent.sock")}})
     backends = lb.call("lb_status.haproxy_backends")
     assert backends["running"] is False and "does not exist" in backends["reason"]
+
+
+def test_server_state_takes_an_api_server_out_of_the_pool_and_puts_it_back(haproxy_in_front_of_three_api_servers):
+    """orch.remove_node's drain, on a real HAProxy: maint takes cp1 out (no request reaches it),
+    ready brings it back through its health check; an unknown server is refused by HAProxy."""
+    lb, servers, port, proc = haproxy_in_front_of_three_api_servers
+    wait_for_statuses(lb, {"cp1": "UP", "cp2": "DOWN", "cp3": "DOWN"})
+    done = lb.call("lb_status.server_state", "cp1", "maint")
+    assert done == {"server": "cp1", "state": "maint", "sessions_left": 0}
+    backends, statuses = wait_for_statuses(lb, {"cp1": "MAINT", "cp2": "DOWN", "cp3": "DOWN"})
+    assert statuses["cp1"] == "MAINT", backends
+    lb.call("lb_status.server_state", "cp1", "ready")
+    backends, statuses = wait_for_statuses(lb, {"cp1": "UP", "cp2": "DOWN", "cp3": "DOWN"})
+    assert statuses["cp1"] == "UP", backends
+    with pytest.raises(Exception, match="refused"):
+        lb.call("lb_status.server_state", "cp9", "maint")
+    with pytest.raises(Exception, match="use one of"):
+        lb.call("lb_status.server_state", "cp1", "off")

@@ -126,6 +126,16 @@ def test_history_keeps_the_newest_records_and_vip_moves_only_when_the_holders_ch
     assert "haproxy on lb1: repaired (HAProxy is not running)" in shown.splitlines()[2]
 
 
+def test_a_node_taken_out_by_remove_node_gets_no_repair_until_it_leaves_the_description(tmp_path):
+    with healing.store(tmp_path) as data:
+        assert healing.retired_reason(data, "cp3") is None
+        data["retired"]["cp3"] = {"at": 0, "by": "orch.remove_node"}
+    with healing.store(tmp_path) as data:  # kept in the heal file
+        reason = healing.retired_reason(data, "cp3")
+        assert "removed by orch.remove_node" in reason and "delete it from pillar/cluster.sls" in reason
+        assert healing.retired_reason(data, "cp2") is None
+
+
 def test_join_material_whose_writer_died_is_stale(tmp_path):
     alive = tmp_path / "cp2.sls"
     alive.write_text(healing.writer_line() + "k8sha_join: {}\n")

@@ -1,0 +1,77 @@
+"""
+Day-2 operations on the built lab cluster (docs/day-2.md): a control plane taken out with
+orch.remove_node and built again with orch.cluster, the API answering through the VIP all
+along. Durations and failed requests are measured in bench/day2.py.
+"""
+
+import json
+import subprocess
+
+from helpers.lab_session import API_PORT, REPO, VIP, config, master
+
+CONTROL_PLANES = ("cp1", "cp2", "cp3")
+
+
+def run_orch(sls, *args, timeout=900):
+    data, code = master.salt_json("salt-run", "state.orch", sls, *args, timeout=timeout)
+    states = data.get("data", {}).get(next(iter(data.get("data", {})), ""), {}) if isinstance(data, dict) else {}
+    return code, {v.get("__id__", k): v for k, v in states.items()} if isinstance(states, dict) else {}
+
+
+def etcd_names(lab, asked="cp1"):
+    return sorted(m["name"] for m in lab.salt(asked, "etcd_cluster.members").get(asked) or [])
+
+
+def pool(lab, lb):
+    """{server: HAProxy status} of the API backend on ``lb``."""
+    return {s["name"]: s["status"] for s in lab.salt(lb, "lb_status.haproxy_backends")[lb]["servers"]}
+
+
+def probe(duration):
+    """GET /healthz through the VIP every 0.1 s from the master's namespace (bench/probe.py)."""
+    return subprocess.Popen(
+        ["nsenter", f"--net=/run/netns/{config.MASTER_NS}", "--", str(REPO / ".venv/bin/python"),
+         str(REPO / "bench/probe.py"), "--host", VIP, "--port", str(API_PORT), "--duration", str(duration),
+         "--interval", "0.1"], stdout=subprocess.PIPE, text=True)
+
+
+def test_a_control_plane_is_removed_without_a_failed_request_and_built_again_by_orch_cluster(lab):
+    remove = "pillar={node: cp3, confirm_even: true}"
+    # A dry run and a run without the even-count confirmation change nothing.
+    code, states = run_orch("orch.remove_node", remove, "test=True")
+    assert code == 0, states
+    code, states = run_orch("orch.remove_node", "pillar={node: cp3}")
+    refusal = states["remove-node-cp3-permitted"]["comment"]
+    assert code != 0 and "confirm_even=True" in refusal, refusal
+    assert etcd_names(lab) == list(CONTROL_PLANES) and lab.machine("cp3").running
+
+    prober = probe(120)
+    code, states = run_orch("orch.remove_node", remove)
+    prober.terminate()
+    requests = json.loads(prober.communicate(timeout=30)[0])
+    assert code == 0, {k: v["comment"] for k, v in states.items() if not v["result"]}
+    print("\n" + "\n".join(f"{k}: {v['comment']}" for k, v in states.items()))
+    failed = [r for r in requests if not r[1]]
+    print(f"orch.remove_node cp3: {len(requests)} requests through the VIP, {len(failed)} failed")
+    assert failed == [], failed
+    assert etcd_names(lab) == ["cp1", "cp2"]
+    assert "cp3" not in lab.salt("cp1", "kubeadm_member.nodes")["cp1"]
+    assert not lab.machine("cp3").running
+    assert pool(lab, "lb1")["cp3"] == pool(lab, "lb2")["cp3"] == "MAINT"
+    assert "delete `- {name: cp3, role: control_plane" in states["remove-node-cp3-reported"]["comment"]
+
+    # Taken out, still described: no repair for it, and orch.cluster will not build it back.
+    admitted, _ = master.salt_json("salt-run", "heal.admit", "tag=salt/minion/cp3/start", "sender=cp3")
+    assert admitted["admitted"] is False and "removed by orch.remove_node" in admitted["reason"], admitted
+    code, states = run_orch("orch.cluster")
+    assert code != 0 and "cluster.unretire cp3" in states["cluster-description-valid"]["comment"]
+    assert not lab.machine("cp3").running
+
+    # Adding a node is orch.cluster on the running cluster: cp3 is made and joined again.
+    master.salt_json("salt-run", "cluster.unretire", "cp3")
+    code, states = run_orch("orch.cluster", timeout=1200)
+    assert code == 0, {k: v["comment"] for k, v in states.items() if not v["result"]}
+    assert etcd_names(lab) == list(CONTROL_PLANES)
+    lab.wait_for(lambda: lab.salt("cp1", "kubeadm_member.nodes")["cp1"].get("cp3") == "Ready", 60, "cp3 Ready")
+    for lb in ("lb1", "lb2"):  # unretire put cp3 back in the pool; the health checks let it in once it serves
+        lab.wait_for(lambda lb=lb: pool(lab, lb).get("cp3") == "UP", 60, f"cp3 UP on {lb}")
