@@ -51,8 +51,7 @@ def description_valid(name):
                     + "\n  ".join(problems))
     retired = _retired_still_described()
     if retired:
-        return _ret(name, False, "; ".join(retired) + " (or `salt-run cluster.unretire NAME` to build it again); "
-                                 "nothing was changed")
+        return _ret(name, False, "; ".join(retired) + "; nothing was changed")
     return _ret(name, comment=f"cluster {_description().get('name')}: description valid ({len(_names())} nodes)")
 
 

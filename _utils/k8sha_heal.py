@@ -81,7 +81,8 @@ def retired_reason(data, node):
     if not retired:
         return None
     return (f"{node} was removed by orch.remove_node ({time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(retired['at']))}): "
-            f"no repair; delete it from pillar/cluster.sls")
+            f"no repair or rebuild; delete it from pillar/cluster.sls, or `salt-run cluster.unretire {node}` "
+            "to build it again")
 
 
 def sender_note(node, sender):
