@@ -37,6 +37,9 @@ def clean():
         removed[node] = f"token {token_id} revoked on {revoked_on}" if revoked_on else \
             "its token could not be revoked (no control plane did): it expires with its TTL"
         log.info("heal: join material of %s left by a run that died: removed; %s", node, removed[node])
+    for path in __utils__["k8sha_heal.stale_join_files"](os.path.join(root, "secrets", "etcd_restore")):
+        os.unlink(path)  # an etcd snapshot delivered for a restore that died
+        removed[f"{os.path.basename(path)[:-4]} (etcd restore)"] = "snapshot removed from its pillar"
     return {"removed": removed}
 
 

@@ -4,7 +4,13 @@ operation, its duration and the client requests through the VIP that failed mean
 TLS connection + GET /healthz every 100 ms, bench/probe.py, from the master's namespace).
 Medians of --runs runs, printed and stored in bench/results/day2.json.
 
-  etcd_snapshot   salt-run state.orch orch.etcd_snapshot: taken, checked, copied, kept
+  etcd_snapshot         salt-run state.orch orch.etcd_snapshot: taken, checked, copied, kept
+  remove_control_plane  orch.remove_node of cp3 (confirm_even): drained, etcd member removed, reset,
+                        Node deleted, machine destroyed
+  add_control_plane     cp3 built again by orch.cluster on the running cluster (after cluster.unretire)
+
+Operations run in the order given, each --runs times; remove and add alternate so that the
+cluster is whole again after each pair (give both, remove first).
 """
 
 import argparse
@@ -21,17 +27,26 @@ sys.path.insert(0, str(REPO / "lab"))
 from lablib import config, master  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
-OPERATIONS = {"etcd_snapshot": ("orch.etcd_snapshot",)}
+# operation: (what is measured, what runs unmeasured before it)
+OPERATIONS = {
+    "etcd_snapshot": (("state.orch", "orch.etcd_snapshot"), None),
+    "remove_control_plane": (("state.orch", "orch.remove_node", "pillar={node: cp3, confirm_even: true}"), None),
+    "add_control_plane": (("state.orch", "orch.cluster"), ("cluster.unretire", "cp3")),
+}
+PAIRED = ("remove_control_plane", "add_control_plane")
 
 
 def one_run(operation):
+    measured, before = OPERATIONS[operation]
+    if before:
+        master.salt_json("salt-run", *before, timeout=120)
     api = config.description()["api"]
     probe = subprocess.Popen(["nsenter", f"--net=/run/netns/{config.MASTER_NS}", "--", sys.executable,
                               str(REPO / "bench" / "probe.py"), "--host", api["vip"], "--port", str(api["port"]),
                               "--duration", "600"], stdout=subprocess.PIPE, text=True)
     time.sleep(1)
     started = time.monotonic()
-    _, code = master.salt_json("salt-run", "state.orch", *OPERATIONS[operation], timeout=600)
+    _, code = master.salt_json("salt-run", *measured, timeout=1200)
     duration = time.monotonic() - started
     time.sleep(1)
     probe.send_signal(signal.SIGTERM)
@@ -50,9 +65,14 @@ def main():
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--operations", nargs="*", default=list(OPERATIONS))
     args = parser.parse_args()
-    results = {}
+    stored = RESULTS / "day2.json"
+    results = json.loads(stored.read_text())["results"] if stored.exists() else {}
+    runs_of = {op: [] for op in args.operations}
+    for _ in range(args.runs):
+        for operation in [op for op in args.operations if op in PAIRED]:
+            runs_of[operation].append(one_run(operation))
     for operation in args.operations:
-        runs = [one_run(operation) for _ in range(args.runs)]
+        runs = runs_of[operation] or [one_run(operation) for _ in range(args.runs)]
         results[operation] = {"runs": runs, "seconds": summary([r["seconds"] for r in runs]),
                               "failed": summary([r["failed"] for r in runs]),
                               "requests": sum(r["requests"] for r in runs)}
@@ -60,7 +80,7 @@ def main():
         print(f"{operation}: {s['median']} s ({s['min']}-{s['max']}), failed requests through the VIP "
               f"{f['median']} ({f['min']}-{f['max']}) of {results[operation]['requests']}, {args.runs} runs")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "day2.json").write_text(json.dumps({"measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    stored.write_text(json.dumps({"measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                                    "client": "GET /healthz through the VIP every 100 ms",
                                                    "results": results}, indent=1))
 

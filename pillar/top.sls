@@ -25,3 +25,9 @@ base:
     - ignore_missing: True
     - secrets.join.{{ name }}
 {%- endfor %}
+{#- The snapshot of an etcd restore exists only during it (orch.etcd_restore): for the survivor alone. #}
+{%- for name in control_planes %}
+  '{{ name }}':
+    - ignore_missing: True
+    - secrets.etcd_restore.{{ name }}
+{%- endfor %}
