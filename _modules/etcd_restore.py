@@ -5,8 +5,9 @@ documented way: the etcd and API server static pods stopped by moving their mani
 the survivor of a lost quorum; the snapshot comes in this node's pillar (``k8sha_etcd_restore``,
 written for the restore and removed after it), never as an argument.
 
-Nothing is thrown away: the data directory it replaces is kept beside it
-(``<data_dir>.before-restore-<time>``), and any failure puts it and the manifests back.
+Nothing is thrown away: the member directory it replaces is kept in the data directory
+(``<data_dir>/member.before-restore-<time>``; etcd ignores it), and any failure puts it and the
+manifests back. Everything happens inside the data directory, which is often a mount of its own.
 
 CLI example (what the orchestration calls)::
 
@@ -130,7 +131,8 @@ def _restore(work, stamp):
     etcd_pod = yaml.safe_load(original["etcd"])
     flags = flags_of(etcd_pod)
     member, peer, data_dir = flags["name"], flags["initial-advertise-peer-urls"], flags["data-dir"]
-    restored, kept = f"{data_dir}.restored-{stamp}", f"{data_dir}.before-restore-{stamp}"
+    restored = os.path.join(data_dir, f"restore-{stamp}")
+    current, kept = os.path.join(data_dir, "member"), os.path.join(data_dir, f"member.before-restore-{stamp}")
     # Restored beside the data directory before anything stops: a bad snapshot changes nothing.
     _tool(["snapshot", "restore", snapshot, f"--data-dir={restored}", f"--name={member}",
            f"--initial-cluster={member}={peer}", f"--initial-advertise-peer-urls={peer}"])
@@ -139,8 +141,8 @@ def _restore(work, stamp):
     swapped = False
     try:
         _stop(manifests, address, api_port, etcd_port)
-        os.rename(data_dir, kept)
-        os.rename(restored, data_dir)
+        os.rename(current, kept)
+        os.rename(os.path.join(restored, "member"), current)
         swapped = True
         # The manifest says what the member now is: a new one-member cluster.
         etcd_pod = command_with(etcd_pod, {"initial-cluster": f"{member}={peer}", "initial-cluster-state": "new"})
@@ -149,9 +151,10 @@ def _restore(work, stamp):
         _wait("the restored etcd member and the API server to serve",
               lambda: _serving(address, api_port, f"https://{address}:{etcd_port}"), START_TIMEOUT)
     except Exception as exc:
-        _put_back(manifests, original, swapped, data_dir, kept, restored, stamp, (address, api_port, etcd_port))
+        _put_back(manifests, original, swapped, current, kept, restored, stamp, (address, api_port, etcd_port))
         raise CommandExecutionError(f"etcd restore on {__opts__['id']} failed: {exc}; the previous data directory "
                                     "and manifests are back in place") from None
+    shutil.rmtree(restored, ignore_errors=True)
     return {"restored": name, "revision": status.get("revision"), "keys": status.get("totalKey"),
             "member": member, "kept": kept}
 
@@ -172,12 +175,12 @@ def _stop(manifests, address, api_port, etcd_port):
           lambda: not _listening(address, api_port) and not _listening(address, etcd_port), STOP_TIMEOUT)
 
 
-def _put_back(manifests, original, swapped, data_dir, kept, restored, stamp, where):
-    """Undo a restore that failed half-way: the previous data directory and manifests back."""
+def _put_back(manifests, original, swapped, current, kept, restored, stamp, where):
+    """Undo a restore that failed half-way: the previous member directory and manifests back."""
     if swapped:
         _stop(manifests, *where)
-        os.rename(data_dir, f"{data_dir}.failed-restore-{stamp}")
-        os.rename(kept, data_dir)
+        os.rename(current, f"{current}.failed-restore-{stamp}")
+        os.rename(kept, current)
     for component, path in manifests.items():
         _write(path, original[component])
     shutil.rmtree(restored, ignore_errors=True)

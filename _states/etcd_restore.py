@@ -36,6 +36,13 @@ def _ask(targets, fun, arg=(), timeout=60):
     return __utils__["k8sha_minions.answers"](__salt__["saltutil.cmd"], targets, fun, arg, timeout)
 
 
+def _with_kubeadm_files(nodes):
+    """The ``nodes`` that answer kubeadm_member.status with kubeadm's files (member or half-joined)."""
+    statuses = _ask(nodes, "kubeadm_member.status", timeout=30)
+    answered = {n: ret for n, (ok, ret) in statuses.items() if ok and isinstance(ret, dict)}
+    return [n for n in nodes if n in answered and answered[n].get("state") != "absent"]
+
+
 def quorum_lost(name, survivor=None):
     """Refuses while etcd has a quorum (repairs, not a restore, are the way then). Picks the
     survivor: ``survivor``, or the first control plane of the description that answers with kubeadm's files."""
@@ -50,9 +57,7 @@ def quorum_lost(name, survivor=None):
                                  "would throw away every write since the snapshot: repair the members instead")
     if survivor and survivor not in control_planes:
         return _ret(name, False, f"survivor {survivor} is not a control plane of the description")
-    statuses = _ask([survivor] if survivor else control_planes, "kubeadm_member.status", timeout=30)
-    found = [n for n in ([survivor] if survivor else control_planes)
-             if statuses.get(n, (False,))[0] and statuses[n][1]["state"] != "absent"]
+    found = _with_kubeadm_files([survivor] if survivor else control_planes)
     if not found:
         return _ret(name, False, "no control plane with kubeadm's files answers: nothing to restore onto "
                                  "(build the cluster again with orch.cluster)")
@@ -103,6 +108,8 @@ def snapshot_restored(name, snapshot=None):
                                  "nothing to restore")
     if __opts__["test"]:
         return _ret(name, None, f"would restore {path.name} onto {survivor}", {"restored": path.name})
+    for kind in ("utils", "modules"):  # the survivor runs this project's restore, whatever it had
+        _ask([survivor], f"saltutil.sync_{kind}", timeout=120)
     material = _deliver(survivor, path)
     try:
         ok, answer = _ask([survivor], "etcd_restore.from_snapshot", timeout=600).get(survivor, (False, "no answer"))
@@ -136,8 +143,7 @@ def others_reset(name):
     (the control_plane repair)."""
     survivor = __context__.get("k8sha_restore", {}).get("survivor")
     others = [n for n in __salt__["cluster_topology.members"]("control_plane") if n != survivor]
-    statuses = _ask(others, "kubeadm_member.status", timeout=30)
-    stale = [n for n in others if statuses.get(n, (False,))[0] and statuses[n][1]["state"] != "absent"]
+    stale = _with_kubeadm_files(others)
     if not stale:
         return _ret(name, comment="no other control plane has kubeadm's files")
     if __opts__["test"]:

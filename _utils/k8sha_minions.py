@@ -5,11 +5,13 @@ many nodes through saltutil.cmd, each answer as (ok, return), and the cause of a
 
 
 def answers(salt_cmd, targets, fun, arg=(), timeout=120):
-    """{minion: (ok, return)} for the targets that answered (``salt_cmd``: saltutil.cmd)."""
+    """{minion: (ok, return)} for the targets that answered (``salt_cmd``: saltutil.cmd). A minion
+    that did not return comes back as {'failed': True}, without a return: not ok."""
     if not targets:
         return {}
     replies = salt_cmd(list(targets), fun, arg=list(arg), tgt_type="list", timeout=timeout)
-    return {m: (a.get("retcode", 0) == 0 and not str(a.get("ret", "")).startswith("ERROR"), a.get("ret"))
+    return {m: (not a.get("failed") and a.get("retcode", 0) == 0 and not str(a.get("ret", "")).startswith("ERROR"),
+                a.get("ret", f"{m} did not return"))
             for m, a in replies.items()}
 
 

@@ -22,7 +22,8 @@ class Minions:
         answers = {}
         for node in targets:
             self.calls.append((node, fun))
-            if node not in self.answering:
+            if node not in self.answering:  # what saltutil.cmd gives for a minion that did not return
+                answers[node] = {"failed": True}
                 continue
             if fun == "etcd_cluster.health":
                 ret = {f"https://{n}:2379": {"healthy": n in self.healthy} for n in CONTROL_PLANES}
@@ -30,7 +31,7 @@ class Minions:
                 ret = {"state": self.states[node]}
             elif fun == "etcd_restore.from_snapshot":
                 self.pillar_seen = self.read_pillar(node)
-                ret = {"revision": 7, "keys": 42, "kept": "/var/lib/etcd.before-restore-x"}
+                ret = {"revision": 7, "keys": 42, "kept": "/var/lib/etcd/member.before-restore-x"}
             else:
                 ret = {"done": fun}
             answers[node] = {"ret": ret, "retcode": 0}
