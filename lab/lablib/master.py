@@ -162,4 +162,8 @@ def salt_json(tool, *args, timeout=600):
                             capture_output=True, text=True, timeout=timeout)
     if not result.stdout.strip():
         raise LabError(f"{tool} {' '.join(args)}: no output (exit {result.returncode}): {result.stderr.strip()}")
-    return json.loads(result.stdout), result.returncode
+    # Salt's LocalClient prints "No minions matched the target..." on stdout when a step of an
+    # orchestration targets only minions that are gone: the JSON document starts after it.
+    lines = result.stdout.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(("{", "["))), 0)
+    return json.loads("\n".join(lines[start:])), result.returncode

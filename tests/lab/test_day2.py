@@ -6,6 +6,7 @@ along. Durations and failed requests are measured in bench/day2.py.
 
 import json
 import subprocess
+import time
 
 from helpers.lab_session import API_PORT, REPO, VIP, config, master
 
@@ -105,10 +106,11 @@ def write_configmaps(lab, prefix, count):
 def test_etcd_is_restored_from_the_latest_snapshot_after_two_of_three_control_planes_are_destroyed(lab):
     code, states = run_orch("orch.etcd_restore")  # refused while etcd has a quorum
     assert code != 0 and "etcd has a quorum" in states["etcd-restore-quorum-lost"]["comment"], states
-    write_configmaps(lab, "written-before-the-snapshot", 20)
+    run = time.strftime("%H%M%S")
+    write_configmaps(lab, f"before-the-snapshot-{run}", 20)
     taken, code = master.salt_json("salt-run", "etcd_snapshot.take", timeout=300)
     assert code == 0 and taken["taken"], taken
-    write_configmaps(lab, "written-after-the-snapshot", 5)
+    write_configmaps(lab, f"after-the-snapshot-{run}", 5)
     before = configmaps(lab)
     subprocess.run([str(REPO / "lab" / "lab"), "salt-cloud", "-y", "-d", "cp2", "cp3"], check=True, capture_output=True)
     lab.wait_for(lambda: not any(h.get("healthy") for h in (lab.salt("cp1", "etcd_cluster.health").get("cp1") or {})
@@ -119,11 +121,11 @@ def test_etcd_is_restored_from_the_latest_snapshot_after_two_of_three_control_pl
     assert code == 0, {k: v["comment"] for k, v in states.items() if not v["result"]}
     assert states["etcd-restore-snapshot-restored"]["changes"]["restored"] == taken["snapshot"].rsplit("/", 1)[1]
     after = configmaps(lab)
-    kept = {n for n in before if n.startswith("written-before")}
-    lost = {n for n in before if n.startswith("written-after")}
+    kept = {n for n in before if n.startswith(f"before-the-snapshot-{run}-")}
+    lost = {n for n in before if n.startswith(f"after-the-snapshot-{run}-")}
     print(f"ConfigMaps before the loss: {len(kept)} written before the snapshot, {len(lost)} after it; "
           f"after the restore: {len(after & kept)} and {len(after & lost)}")
-    assert len(kept) == 20 and kept <= after  # every write acknowledged before the snapshot is there
+    assert len(kept) == 20 and len(lost) == 5 and kept <= after  # every write acknowledged before the snapshot is there
     assert not (lost & after)  # writes after the snapshot are lost, as documented
     assert etcd_names(lab) == list(CONTROL_PLANES)
     health = lab.salt("cp1", "etcd_cluster.health")["cp1"]
