@@ -8,6 +8,9 @@ Medians of --runs runs, printed and stored in bench/results/day2.json.
   remove_control_plane  orch.remove_node of cp3 (confirm_even): drained, etcd member removed, reset,
                         Node deleted, machine destroyed
   add_control_plane     cp3 built again by orch.cluster on the running cluster (after cluster.unretire)
+  etcd_restore          orch.etcd_restore after cp2 and cp3 are destroyed (a snapshot taken just
+                        before): restore onto cp1, API back through the VIP, cp2 and cp3 made and
+                        joined again; also how long until the API answered again ("api_back")
 
 Operations run in the order given, each --runs times; remove and add alternate so that the
 cluster is whole again after each pair (give both, remove first).
@@ -27,11 +30,31 @@ sys.path.insert(0, str(REPO / "lab"))
 from lablib import config, master  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
+
+
+def unretire_cp3():
+    master.salt_json("salt-run", "cluster.unretire", "cp3", timeout=120)
+
+
+def lose_quorum():
+    """A snapshot, then two of three control planes destroyed; wait until etcd has no quorum."""
+    master.salt_json("salt-run", "etcd_snapshot.take", timeout=300)
+    subprocess.run([str(REPO / "lab" / "lab"), "salt-cloud", "-y", "-d", "cp2", "cp3"], check=True, capture_output=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        health, _ = master.salt_json("salt", "cp1", "etcd_cluster.health", timeout=60)
+        if not any(h.get("healthy") for h in (health.get("cp1") or {}).values()):
+            return
+        time.sleep(2)
+    raise RuntimeError("etcd kept its quorum")
+
+
 # operation: (what is measured, what runs unmeasured before it)
 OPERATIONS = {
     "etcd_snapshot": (("state.orch", "orch.etcd_snapshot"), None),
     "remove_control_plane": (("state.orch", "orch.remove_node", "pillar={node: cp3, confirm_even: true}"), None),
-    "add_control_plane": (("state.orch", "orch.cluster"), ("cluster.unretire", "cp3")),
+    "add_control_plane": (("state.orch", "orch.cluster"), unretire_cp3),
+    "etcd_restore": (("state.orch", "orch.etcd_restore"), lose_quorum),
 }
 PAIRED = ("remove_control_plane", "add_control_plane")
 
@@ -39,21 +62,25 @@ PAIRED = ("remove_control_plane", "add_control_plane")
 def one_run(operation):
     measured, before = OPERATIONS[operation]
     if before:
-        master.salt_json("salt-run", *before, timeout=120)
+        before()
     api = config.description()["api"]
     probe = subprocess.Popen(["nsenter", f"--net=/run/netns/{config.MASTER_NS}", "--", sys.executable,
                               str(REPO / "bench" / "probe.py"), "--host", api["vip"], "--port", str(api["port"]),
                               "--duration", "600"], stdout=subprocess.PIPE, text=True)
     time.sleep(1)
-    started = time.monotonic()
-    _, code = master.salt_json("salt-run", *measured, timeout=1200)
+    started, started_at = time.monotonic(), time.time()
+    _, code = master.salt_json("salt-run", *measured, timeout=1500)
     duration = time.monotonic() - started
     time.sleep(1)
     probe.send_signal(signal.SIGTERM)
-    samples = json.loads(probe.communicate(timeout=30)[0])
+    samples = [s for s in json.loads(probe.communicate(timeout=30)[0]) if s[0] >= started_at]
     if code != 0:
         raise RuntimeError(f"{operation} failed (exit {code})")
-    return {"seconds": round(duration, 2), "requests": len(samples), "failed": sum(1 for s in samples if not s[1])}
+    run = {"seconds": round(duration, 2), "requests": len(samples), "failed": sum(1 for s in samples if not s[1])}
+    if samples and not samples[0][1]:  # the API was down when the operation started: when it answered again
+        back = next((s[0] for s in samples if s[1]), None)
+        run["api_back"] = round(back - started_at, 2) if back else None
+    return run
 
 
 def summary(values):
@@ -76,6 +103,8 @@ def main():
         results[operation] = {"runs": runs, "seconds": summary([r["seconds"] for r in runs]),
                               "failed": summary([r["failed"] for r in runs]),
                               "requests": sum(r["requests"] for r in runs)}
+        if any(r.get("api_back") is not None for r in runs):
+            results[operation]["api_back"] = summary([r["api_back"] for r in runs if r.get("api_back") is not None])
         s, f = results[operation]["seconds"], results[operation]["failed"]
         print(f"{operation}: {s['median']} s ({s['min']}-{s['max']}), failed requests through the VIP "
               f"{f['median']} ({f['min']}-{f['max']}) of {results[operation]['requests']}, {args.runs} runs")
