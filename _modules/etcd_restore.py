@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 
@@ -36,22 +35,6 @@ def __virtual__():
 
 def _settings():
     return __salt__["cluster_topology.settings"]()
-
-
-def _wait(what, check, timeout):
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise CommandExecutionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.5)
-
-
-def _listening(host, port):
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def command_with(manifest, flags):
@@ -146,10 +129,11 @@ def _restore(work, stamp):
         swapped = True
         # The manifest says what the member now is: a new one-member cluster.
         etcd_pod = command_with(etcd_pod, {"initial-cluster": f"{member}={peer}", "initial-cluster-state": "new"})
-        _write(manifests["etcd"], yaml.safe_dump(etcd_pod))
-        _write(manifests["kube-apiserver"], original["kube-apiserver"])
-        _wait("the restored etcd member and the API server to serve",
-              lambda: _serving(address, api_port, f"https://{address}:{etcd_port}"), START_TIMEOUT)
+        __utils__["k8sha_static_pods.start"](manifests, {"etcd": yaml.safe_dump(etcd_pod),
+                                                          "kube-apiserver": original["kube-apiserver"]})
+        __utils__["k8sha_static_pods.wait"]("the restored etcd member and the API server to serve",
+                                            lambda: _serving(address, api_port, f"https://{address}:{etcd_port}"),
+                                            START_TIMEOUT)
     except Exception as exc:
         _put_back(manifests, original, swapped, current, kept, restored, stamp, (address, api_port, etcd_port))
         raise CommandExecutionError(f"etcd restore on {__opts__['id']} failed: {exc}; the previous data directory "
@@ -159,20 +143,9 @@ def _restore(work, stamp):
             "member": member, "kept": kept}
 
 
-def _write(path, text):
-    fd = os.open(path + ".k8sha-new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(path + ".k8sha-new", path)
-
-
 def _stop(manifests, address, api_port, etcd_port):
     """The kubelet stops a static pod whose manifest is gone: both gone, wait until neither listens."""
-    for path in manifests.values():
-        if os.path.exists(path):
-            os.unlink(path)
-    _wait("etcd and the API server to stop",
-          lambda: not _listening(address, api_port) and not _listening(address, etcd_port), STOP_TIMEOUT)
+    __utils__["k8sha_static_pods.stop"](manifests, [(address, api_port), (address, etcd_port)], STOP_TIMEOUT)
 
 
 def _put_back(manifests, original, swapped, current, kept, restored, stamp, where):
@@ -181,6 +154,5 @@ def _put_back(manifests, original, swapped, current, kept, restored, stamp, wher
         _stop(manifests, *where)
         os.rename(current, f"{current}.failed-restore-{stamp}")
         os.rename(kept, current)
-    for component, path in manifests.items():
-        _write(path, original[component])
+    __utils__["k8sha_static_pods.start"](manifests, original)
     shutil.rmtree(restored, ignore_errors=True)

@@ -299,11 +299,13 @@ def master_reactors(faults):
 def master_schedule(minutes=RECONCILE_MINUTES, snapshot_hours=SNAPSHOT_HOURS):
     """The master's `schedule`: the catalogue's checks on every node every few minutes (and once
     when the master starts), so that a fault whose event was lost is repaired; an etcd snapshot
-    every few hours (a runner: a scheduled orchestration would make repairs' orchestrations fail)."""
+    every few hours (a runner: a scheduled orchestration would make repairs' orchestrations fail);
+    the control planes' certificates checked daily (certs.check: an event when some are due)."""
     return {"k8sha-reconcile": {"function": "heal.reconcile", "minutes": minutes, "run_on_start": True,
                                 "maxrunning": 1},
             "k8sha-etcd-snapshot": {"function": "etcd_snapshot.take", "hours": snapshot_hours,
-                                    "run_on_start": False, "maxrunning": 1}}
+                                    "run_on_start": False, "maxrunning": 1},
+            "k8sha-cert-check": {"function": "certs.check", "hours": 24, "run_on_start": False, "maxrunning": 1}}
 
 
 if __name__ == "__main__":

@@ -59,8 +59,17 @@ def make_ca(base, cn):
     os.chmod(f"{base}.key", 0o600)
 
 
-def sign(ca_base, csr_pem, cn_check=None, sans=(), usage="clientAuth", days=365):
+CERT_DAYS = 365  # this run's certificate validity (kubeadm: ClusterConfiguration.certificateValidityPeriod)
+
+
+def validity_days(cluster):
+    """Days of certificateValidityPeriod (v1beta4; default 8760h, one year) in a ClusterConfiguration."""
+    return max(1, parse_duration((cluster or {}).get("certificateValidityPeriod") or "8760h") // 86400)
+
+
+def sign(ca_base, csr_pem, cn_check=None, sans=(), usage="clientAuth", days=None):
     """Sign a CSR with the CA at ca_base; returns the certificate (PEM bytes)."""
+    days = days or CERT_DAYS
     with tempfile.TemporaryDirectory() as tmp:
         csr, ext = f"{tmp}/req.csr", f"{tmp}/ext.cnf"
         with open(csr, "wb") as handle:

@@ -130,3 +130,38 @@ def test_etcd_is_restored_from_the_latest_snapshot_after_two_of_three_control_pl
     assert etcd_names(lab) == list(CONTROL_PLANES)
     health = lab.salt("cp1", "etcd_cluster.health")["cp1"]
     assert len(health) == 3 and all(h["healthy"] for h in health.values()), health
+
+
+def served_and_file_expiry(lab, node):
+    """(notAfter of the API server certificate on disk, of the one the API server serves)."""
+    address = {"cp1": "198.51.100.21", "cp2": "198.51.100.22", "cp3": "198.51.100.23"}[node]
+    script = (f"openssl x509 -noout -enddate -in /etc/kubernetes/pki/apiserver.crt; "
+              f"openssl s_client -connect {address}:{API_PORT} </dev/null 2>/dev/null | openssl x509 -noout -enddate; "
+              "grep client-certificate-data /etc/kubernetes/admin.conf | awk '{print $2}' | base64 -d "
+              "| openssl x509 -noout -enddate")
+    return tuple(lab.salt(node, "cmd.run", script, "python_shell=True")[node].split("\n"))
+
+
+def test_certificates_are_renewed_one_control_plane_at_a_time_without_a_failed_request(lab):
+    checked, code = master.salt_json("salt-run", "certs.check", "threshold_days=400")
+    assert code == 0 and sorted(checked["expiring"]) == list(CONTROL_PLANES), checked  # 365-day certificates
+    nothing, _ = master.salt_json("salt-run", "certs.check")
+    assert nothing["expiring"] == {}, nothing  # none within the default 30 days
+    before = {cp: served_and_file_expiry(lab, cp) for cp in CONTROL_PLANES}
+    code, states = run_orch("orch.renew_certs")  # nothing is due: nothing changes
+    assert code == 0 and not any(v["changes"] for v in states.values()), states
+
+    prober = probe(300)
+    code, states = run_orch("orch.renew_certs", "pillar={threshold_days: 400}")
+    prober.terminate()
+    requests = json.loads(prober.communicate(timeout=30)[0])
+    print("\n" + "\n".join(f"{k}: {v['comment']}" for k, v in states.items()))
+    assert code == 0, {k: v["comment"] for k, v in states.items() if not v["result"]}
+    failed = [r for r in requests if not r[1]]
+    print(f"orch.renew_certs: {len(requests)} requests through the VIP, {len(failed)} failed")
+    assert failed == [], failed
+    for cp in CONTROL_PLANES:
+        on_disk, served, admin = served_and_file_expiry(lab, cp)
+        assert on_disk == served and on_disk != before[cp][0], (cp, before[cp], on_disk, served)
+        assert admin != before[cp][2], (cp, before[cp], admin)  # the project's admin.conf renewed too
+    assert sorted(lab.salt("cp1", "kubeadm_member.nodes")["cp1"]) == ["cp1", "cp2", "cp3", "worker1"]

@@ -72,6 +72,15 @@ def test_kubeadm_configuration_follows_the_version(minion):
     assert older["apiVersion"] == "kubeadm.k8s.io/v1beta3"
 
 
+def test_a_certificate_validity_reaches_kubeadm_only_where_kubeadm_reads_it(minion):
+    assert "certificateValidityPeriod" not in kubeadm_documents(minion, description())["ClusterConfiguration"]
+    lookup = {"kubernetes": {"certificate_validity": "4380h"}}
+    cluster = kubeadm_documents(minion, description(), lookup=lookup)["ClusterConfiguration"]
+    assert cluster["certificateValidityPeriod"] == "4380h"
+    older = kubeadm_documents(minion, description(kubernetes={"version": "1.30"}), lookup=lookup)["ClusterConfiguration"]
+    assert "certificateValidityPeriod" not in older  # v1beta3 has no such field
+
+
 @pytest.mark.parametrize("version, pin", [("1.31", "1.31.*"), ("1.31.2", "1.31.2-*")])
 def test_packages_are_pinned_to_the_description_and_held(minion, version, pin):
     _, states = node(minion, description(kubernetes={"version": version}), "worker1", ["kubernetes"])

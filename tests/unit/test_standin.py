@@ -209,3 +209,38 @@ def test_the_real_kubectl_reads_nodes_namespaces_configmaps_and_leases(control_p
     assert missing.returncode == 1 and 'nodes "nope" not found' in missing.stderr
     deleted = kubectl(control_plane, tmp_path, "delete", "node", "cp1")
     assert deleted.returncode == 0 and 'node "cp1" deleted' in deleted.stdout, deleted.stderr
+
+
+def load_kubeadm():
+    """The kubeadm stand-in (a script) as a module; its `import standin` finds the one loaded above."""
+    import importlib.machinery  # pylint: disable=import-outside-toplevel
+    import importlib.util  # pylint: disable=import-outside-toplevel
+    sys.modules.setdefault("standin", standin)
+    loader = importlib.machinery.SourceFileLoader("kubeadm_standin", str(salt_render.REPO / "lab/standin/kubeadm"))
+    spec = importlib.util.spec_from_loader("kubeadm_standin", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def test_renewal_keeps_key_subject_and_names_and_follows_the_validity_period(tmp_path):
+    """kubeadm certs renew: the same key, subject and SANs, a new expiry from certificateValidityPeriod."""
+    kubeadm = load_kubeadm()
+    standin.make_ca(str(tmp_path / "ca"), "kubernetes")
+    standin.CERT_DAYS = standin.validity_days({"certificateValidityPeriod": "48h"})
+    standin.make_cert(str(tmp_path / "apiserver"), str(tmp_path / "ca"), "/CN=kube-apiserver",
+                      ["198.51.100.100", "lb1"], "serverAuth")
+    old = (tmp_path / "apiserver.crt").read_bytes()
+    before = kubeadm.expiration("apiserver", old, "ca")
+    assert before["caName"] == "ca" and 86400 < before["residualTime"] <= 2 * 86400, before
+    standin.CERT_DAYS = standin.validity_days({})  # kubeadm's default: 8760h
+    new = kubeadm.renewed(old, (tmp_path / "apiserver.key").read_bytes(), str(tmp_path / "ca"))
+    after = kubeadm.expiration("apiserver", new, "ca")
+    assert 364 * 86400 < after["residualTime"] <= 365 * 86400, after
+
+    def show(pem, *fields):
+        return subprocess.run(["openssl", "x509", "-noout", *fields], input=pem, capture_output=True, check=True).stdout
+    assert show(new, "-subject", "-ext", "subjectAltName,extendedKeyUsage") == \
+        show(old, "-subject", "-ext", "subjectAltName,extendedKeyUsage")
+    assert show(new, "-pubkey") == show(old, "-pubkey") and show(new, "-serial") != show(old, "-serial")
+    assert kubeadm.expiration("front-proxy-client", None, "front-proxy-ca")["missing"] is True
