@@ -14,9 +14,11 @@ CLI examples::
 """
 
 import copy
+import os
 import socket
 import time
 
+import salt.utils.yaml
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "cluster_topology"
@@ -32,16 +34,27 @@ def __virtual__():
 # --------------------------------------------------------------------------
 # Reading: defaults.yaml (one place) under pillar, through the one reader
 # --------------------------------------------------------------------------
-DEFAULTS_CACHE_SECONDS = 10
+DEFAULTS_CACHE_SECONDS = 10     # in this process: one render or one check reads it many times
+DEFAULTS_REFRESH_SECONDS = 300  # the minion's cached copy, before the master is asked again
 
 
 def _defaults():
-    """defaults.yaml from the file server. Kept for a few seconds: one render or one healing
-    check reads it many times, and each read makes a file client (costly on the master)."""
+    """defaults.yaml from the file server, through the minion's file cache. Beacons read it every
+    few seconds in the minion's main process: asking the master each time made every minion wait
+    for a busy master's file server (up to its 180 s timeout, deaf to jobs meanwhile). The
+    project's defaults change only with the project; settings come from pillar."""
     cached = __context__.get("k8sha_defaults")
     if cached and time.monotonic() - cached[0] < DEFAULTS_CACHE_SECONDS:
         return copy.deepcopy(cached[1])
-    defaults = __salt__["slsutil.renderer"](DEFAULTS_URL, default_renderer="yaml") or {}
+    local = __salt__["cp.is_cached"](DEFAULTS_URL)
+    if local and time.time() - os.path.getmtime(local) < DEFAULTS_REFRESH_SECONDS:
+        with open(local, encoding="utf-8") as handle:
+            defaults = salt.utils.yaml.safe_load(handle) or {}
+    else:
+        defaults = __salt__["slsutil.renderer"](DEFAULTS_URL, default_renderer="yaml") or {}
+        local = __salt__["cp.is_cached"](DEFAULTS_URL)
+        if local:
+            os.utime(local)  # checked against the master now
     __context__["k8sha_defaults"] = (time.monotonic(), defaults)
     return copy.deepcopy(defaults)
 

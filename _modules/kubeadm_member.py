@@ -15,7 +15,6 @@ CLI examples::
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -251,61 +250,10 @@ def reset():
     return {"changed": True, "comment": "kubeadm reset done"}
 
 
-def _kubectl(args, timeout=30):
-    """kubectl with admin.conf: (returncode, stdout, stderr)."""
-    kubectl = _settings().get("kubectl", "kubectl")
-    try:
-        result = subprocess.run([kubectl, "--kubeconfig", _paths()["admin_conf"], *args],
-                                capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise CommandExecutionError(f"kubectl {' '.join(args)}: {exc}") from None
-    return result.returncode, result.stdout, _redact(result.stderr.strip())
-
-
-def nodes():
-    """{node: 'Ready'|'NotReady'} as the API server reports them (kubectl with admin.conf)."""
-    code, out, err = _kubectl(["get", "nodes", "-o", "json"])
-    if code != 0:
-        raise CommandExecutionError(f"kubectl get nodes: {err}")
-    ready = {}
-    for item in json.loads(out).get("items", []):
-        conditions = item.get("status", {}).get("conditions", [])
-        is_ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-        ready[item["metadata"]["name"]] = "Ready" if is_ready else "NotReady"
-    return ready
-
-
-def drain_node(name):
-    """From a control plane: ``kubectl drain`` (cordon, then evict the pods, respecting
-    PodDisruptionBudgets) before the node leaves; skipped where the setting
-    kubernetes:drain_before_removal is false.
-
-    CLI example: ``salt cp1 kubeadm_member.drain_node worker1``"""
-    settings = _settings()
-    if not settings.get("drain_before_removal", True):
-        return {"drained": False, "comment": "kubernetes:drain_before_removal is false: pods are not evicted"}
-    timeout = int(settings.get("drain_timeout", 300))
-    code, _, err = _kubectl(["drain", name, "--ignore-daemonsets", "--delete-emptydir-data", f"--timeout={timeout}s"],
-                            timeout=timeout + 30)
-    if code != 0:
-        raise CommandExecutionError(f"kubectl drain {name}: {err}")
-    return {"drained": True, "comment": f"{name} cordoned and its pods evicted"}
-
-
-def delete_node(name):
-    """From a control plane: the Node object ``name`` deleted from the API (absent is no error).
-
-    CLI example: ``salt cp1 kubeadm_member.delete_node worker1``"""
-    code, _, err = _kubectl(["delete", "node", name, "--ignore-not-found", "--wait=false"])
-    if code != 0:
-        raise CommandExecutionError(f"kubectl delete node {name}: {err}")
-    return {"deleted": name}
-
-
 def cluster_health():
     """From a control plane: every etcd member with its health and the membership's problems
     (etcd_cluster.membership), and node readiness."""
-    return {"etcd": __salt__["etcd_cluster.membership"](), "nodes": nodes()}
+    return {"etcd": __salt__["etcd_cluster.membership"](), "nodes": __salt__["kube_nodes.ready"]()}
 
 
 def restart_apiserver():

@@ -56,7 +56,7 @@ def _etcd(client, control_planes):
 def _nodes(client, control_planes):
     """{node: Ready|NotReady} as the API reports it, from the first control plane that answers."""
     for name in control_planes:
-        answer = _call(client, [name], "kubeadm_member.nodes").get(name)
+        answer = _call(client, [name], "kube_nodes.ready").get(name)
         if isinstance(answer, dict):
             return answer
     return {}

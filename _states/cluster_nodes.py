@@ -105,7 +105,7 @@ def pods_evicted(name):
     for other in _others(name):
         if __opts__["test"]:
             return _ret(name, None, f"would drain the Kubernetes node {name} through {other}", {"evicted": name})
-        ok, answer = _ask(other, "kubeadm_member.drain_node", [name], timeout=400)
+        ok, answer = _ask(other, "kube_nodes.drain", [name], timeout=400)
         if not ok:
             return _ret(name, False, f"{other} could not drain the Kubernetes node {name}: {answer}")
         return _ret(name, comment=answer["comment"], changes={"evicted": name} if answer["drained"] else {})
@@ -169,7 +169,7 @@ def kubernetes_node_deleted(name):
     for other in _others(name):
         if __opts__["test"]:
             return _ret(name, None, f"would delete the Kubernetes node {name} through {other}", {"deleted": name})
-        ok, answer = _ask(other, "kubeadm_member.delete_node", [name], timeout=60)
+        ok, answer = _ask(other, "kube_nodes.delete", [name], timeout=60)
         if ok:
             return _ret(name, comment=f"the Kubernetes node {name} is deleted", changes={"deleted": name})
         return _ret(name, False, f"{other} could not delete the Kubernetes node {name}: {answer}")

@@ -27,7 +27,8 @@ base:
 {%- endfor %}
 {#- The snapshot of an etcd restore exists only during it (orch.etcd_restore): for the survivor alone. #}
 {%- for name in control_planes %}
-  '{{ name }}':
+  'L@{{ name }}':                # (a compound key: a plain '{{ name }}' may be a join target's key already)
+    - match: compound
     - ignore_missing: True
     - secrets.etcd_restore.{{ name }}
 {%- endfor %}

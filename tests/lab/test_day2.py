@@ -56,7 +56,7 @@ def test_a_control_plane_is_removed_without_a_failed_request_and_built_again_by_
     print(f"orch.remove_node cp3: {len(requests)} requests through the VIP, {len(failed)} failed")
     assert failed == [], failed
     assert etcd_names(lab) == ["cp1", "cp2"]
-    assert "cp3" not in lab.salt("cp1", "kubeadm_member.nodes")["cp1"]
+    assert "cp3" not in lab.salt("cp1", "kube_nodes.ready")["cp1"]
     assert not lab.machine("cp3").running
     assert pool(lab, "lb1")["cp3"] == pool(lab, "lb2")["cp3"] == "MAINT"
     assert "delete `- {name: cp3, role: control_plane" in states["remove-node-cp3-reported"]["comment"]
@@ -73,7 +73,7 @@ def test_a_control_plane_is_removed_without_a_failed_request_and_built_again_by_
     code, states = run_orch("orch.cluster", timeout=1200)
     assert code == 0, {k: v["comment"] for k, v in states.items() if not v["result"]}
     assert etcd_names(lab) == list(CONTROL_PLANES)
-    lab.wait_for(lambda: lab.salt("cp1", "kubeadm_member.nodes")["cp1"].get("cp3") == "Ready", 60, "cp3 Ready")
+    lab.wait_for(lambda: lab.salt("cp1", "kube_nodes.ready")["cp1"].get("cp3") == "Ready", 60, "cp3 Ready")
     for lb in ("lb1", "lb2"):  # unretire put cp3 back in the pool; the health checks let it in once it serves
         lab.wait_for(lambda lb=lb: pool(lab, lb).get("cp3") == "UP", 60, f"cp3 UP on {lb}")
 
@@ -164,4 +164,4 @@ def test_certificates_are_renewed_one_control_plane_at_a_time_without_a_failed_r
         on_disk, served, admin = served_and_file_expiry(lab, cp)
         assert on_disk == served and on_disk != before[cp][0], (cp, before[cp], on_disk, served)
         assert admin != before[cp][2], (cp, before[cp], admin)  # the project's admin.conf renewed too
-    assert sorted(lab.salt("cp1", "kubeadm_member.nodes")["cp1"]) == ["cp1", "cp2", "cp3", "worker1"]
+    assert sorted(lab.salt("cp1", "kube_nodes.ready")["cp1"]) == ["cp1", "cp2", "cp3", "worker1"]

@@ -6,7 +6,7 @@ import pytest
 from helpers import salt_render
 
 CHANGING = ("lb_status.server_state", "etcd_cluster.remove_member", "kubeadm_member.reset",
-            "kubeadm_member.delete_node", "kubeadm_member.drain_node")
+            "kube_nodes.delete", "kube_nodes.drain")
 
 
 class Minions:
@@ -32,7 +32,7 @@ class Minions:
             ret = {"etcd_cluster.membership": self.membership,
                    "kubeadm_member.status": lambda: {"state": "member", "reason": "as found"},
                    "etcd_cluster.remove_member": lambda: {"removed": True, "comment": f"removed {arg[0]}"},
-                   "kubeadm_member.drain_node": lambda: {"drained": True, "comment": "drained"},
+                   "kube_nodes.drain": lambda: {"drained": True, "comment": "drained"},
                    }.get(fun, lambda: {"done": fun})()
             answers[node] = {"ret": ret, "retcode": 0}
         return answers
@@ -114,12 +114,12 @@ def test_a_control_plane_is_drained_on_both_load_balancers_and_leaves_etcd_throu
     results = run_removal(module, "cp3")
     assert all(r["result"] is True for r in results), results
     assert changing_calls(minions) == [
-        ("cp1", "kubeadm_member.drain_node", ("cp3",)),
+        ("cp1", "kube_nodes.drain", ("cp3",)),
         ("lb1", "lb_status.server_state", ("cp3", "maint")),
         ("lb2", "lb_status.server_state", ("cp3", "maint")),
         ("cp1", "etcd_cluster.remove_member", ("https://198.51.100.23:2380",)),
         ("cp3", "kubeadm_member.reset", ()),
-        ("cp1", "kubeadm_member.delete_node", ("cp3",)),
+        ("cp1", "kube_nodes.delete", ("cp3",)),
     ]
 
 

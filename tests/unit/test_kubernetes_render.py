@@ -150,6 +150,17 @@ def test_join_material_reaches_only_the_joining_node_and_the_control_planes(mini
     assert seen == {"worker1": ["worker1"], "worker2": [], "cp2": ["worker1"], "lb1": []}
 
 
+def test_an_etcd_restores_snapshot_reaches_only_its_survivor(minion):
+    seen = {}
+    for minion_id in ("cp1", "cp2", "worker1", "lb1"):
+        node = minion(description(), minion_id=minion_id)
+        restore_dir = node.root / "pillar" / "secrets" / "etcd_restore"
+        restore_dir.mkdir(parents=True)
+        (restore_dir / "cp1.sls").write_text(yaml.safe_dump({"k8sha_etcd_restore": {"cp1": {"snapshot": "c25hcA=="}}}))
+        seen[minion_id] = sorted(node.call("pillar.items", unmask=True).get("k8sha_etcd_restore", {}))
+    assert seen == {"cp1": ["cp1"], "cp2": [], "worker1": [], "lb1": []}
+
+
 def test_kubeadm_configuration_takes_every_port_from_the_settings(minion):
     """kubeadm's defaults render nothing extra; other ports reach etcd, the controller manager,
     the scheduler and the kubelet (k8sha:ports, the same numbers the firewall opens)."""

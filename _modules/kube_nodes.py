@@ -1,0 +1,81 @@
+"""
+The cluster's Node objects, from a control plane, through the real kubectl with kubeadm's
+admin.conf: which are Ready, and, for orch.remove_node, a node drained (cordoned, its pods
+evicted) and deleted.
+
+CLI examples::
+
+    salt cp1 kube_nodes.ready
+    salt cp1 kube_nodes.drain worker1
+    salt cp1 kube_nodes.delete worker1
+"""
+
+import json
+import subprocess
+
+from salt.exceptions import CommandExecutionError
+
+__virtualname__ = "kube_nodes"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _settings():
+    return __salt__["cluster_topology.settings"]()["kubernetes"]
+
+
+def _redact(text):
+    return __utils__["k8sha_kubeadm.redact"](text, ())
+
+
+def _kubectl(args, timeout=30):
+    """kubectl with admin.conf: (returncode, stdout, stderr)."""
+    kubectl = _settings().get("kubectl", "kubectl")
+    try:
+        result = subprocess.run([kubectl, "--kubeconfig", f"{_settings()['config_dir']}/admin.conf", *args],
+                                capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise CommandExecutionError(f"kubectl {' '.join(args)}: {exc}") from None
+    return result.returncode, result.stdout, _redact(result.stderr.strip())
+
+
+def ready():
+    """{node: 'Ready'|'NotReady'} as the API server reports them (kubectl with admin.conf)."""
+    code, out, err = _kubectl(["get", "nodes", "-o", "json"])
+    if code != 0:
+        raise CommandExecutionError(f"kubectl get nodes: {err}")
+    states = {}
+    for item in json.loads(out).get("items", []):
+        conditions = item.get("status", {}).get("conditions", [])
+        is_ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        states[item["metadata"]["name"]] = "Ready" if is_ready else "NotReady"
+    return states
+
+
+def drain(name):
+    """From a control plane: ``kubectl drain`` (cordon, then evict the pods, respecting
+    PodDisruptionBudgets) before the node leaves; skipped where the setting
+    kubernetes:drain_before_removal is false.
+
+    CLI example: ``salt cp1 kube_nodes.drain worker1``"""
+    settings = _settings()
+    if not settings.get("drain_before_removal", True):
+        return {"drained": False, "comment": "kubernetes:drain_before_removal is false: pods are not evicted"}
+    timeout = int(settings.get("drain_timeout", 300))
+    code, _, err = _kubectl(["drain", name, "--ignore-daemonsets", "--delete-emptydir-data", f"--timeout={timeout}s"],
+                            timeout=timeout + 30)
+    if code != 0:
+        raise CommandExecutionError(f"kubectl drain {name}: {err}")
+    return {"drained": True, "comment": f"{name} cordoned and its pods evicted"}
+
+
+def delete(name):
+    """From a control plane: the Node object ``name`` deleted from the API (absent is no error).
+
+    CLI example: ``salt cp1 kube_nodes.delete worker1``"""
+    code, _, err = _kubectl(["delete", "node", name, "--ignore-not-found", "--wait=false"])
+    if code != 0:
+        raise CommandExecutionError(f"kubectl delete node {name}: {err}")
+    return {"deleted": name}
