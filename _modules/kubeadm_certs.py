@@ -48,9 +48,17 @@ def residual_days(info):
     return {e["name"]: round(e["residualTime"] / 86400, 1) for e in entries if not e.get("missing")}
 
 
+def _check():
+    return json.loads(_kubeadm("certs", "check-expiration", "-o", "json"))
+
+
+def _dates(info):
+    return {c["name"]: c["expirationDate"] for c in info.get("certificates", []) if not c.get("missing")}
+
+
 def expiration():
     """{'certificates': {name: days left}, 'authorities': {name: days left}} on this control plane."""
-    info = json.loads(_kubeadm("certs", "check-expiration", "-o", "json"))
+    info = _check()
     return {"certificates": residual_days({"certificates": info.get("certificates", [])}),
             "authorities": residual_days({"certificateAuthorities": info.get("certificateAuthorities", [])})}
 
@@ -59,7 +67,7 @@ def renew():
     """kubeadm certs renew all (certificates and the kubeconfigs kubeadm writes, admin.conf
     included), then every static pod restarted: its manifest moved away until it stops, then back;
     waits until this node's API server answers /healthz again."""
-    before = expiration()["certificates"]
+    before = _dates(_check())
     output = _kubeadm("certs", "renew", "all")
     desc = __salt__["cluster_topology.description"]()
     address = next(n["address"] for n in desc["nodes"] if n["name"] == __opts__["id"])
@@ -75,6 +83,7 @@ def renew():
                                             ["healthy"], 120)
     except TimeoutError as exc:
         raise CommandExecutionError(f"{__opts__['id']}: certificates renewed, but {exc}") from None
-    after = expiration()["certificates"]
-    return {"renewed": sorted(n for n in after if after[n] > before.get(n, 0)),
-            "days_left": after, "kubeadm": output.strip().splitlines()[-1:]}
+    after = _check()
+    return {"renewed": sorted(n for n, date in _dates(after).items() if date != before.get(n)),
+            "days_left": residual_days({"certificates": after.get("certificates", [])}),
+            "kubeadm": output.strip().splitlines()[-1:]}

@@ -11,6 +11,8 @@ Medians of --runs runs, printed and stored in bench/results/day2.json.
   etcd_restore          orch.etcd_restore after cp2 and cp3 are destroyed (a snapshot taken just
                         before): restore onto cp1, API back through the VIP, cp2 and cp3 made and
                         joined again; also how long until the API answered again ("api_back")
+  renew_certs           orch.renew_certs with a 400-day threshold: every control plane's certificates
+                        renewed, one at a time, out of HAProxy's pool
 
 Operations run in the order given, each --runs times; remove and add alternate so that the
 cluster is whole again after each pair (give both, remove first).
@@ -55,6 +57,7 @@ OPERATIONS = {
     "remove_control_plane": (("state.orch", "orch.remove_node", "pillar={node: cp3, confirm_even: true}"), None),
     "add_control_plane": (("state.orch", "orch.cluster"), unretire_cp3),
     "etcd_restore": (("state.orch", "orch.etcd_restore"), lose_quorum),
+    "renew_certs": (("state.orch", "orch.renew_certs", "pillar={threshold_days: 400}"), None),
 }
 PAIRED = ("remove_control_plane", "add_control_plane")
 
