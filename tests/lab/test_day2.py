@@ -157,6 +157,8 @@ def test_certificates_are_renewed_one_control_plane_at_a_time_without_a_failed_r
     requests = json.loads(prober.communicate(timeout=30)[0])
     print("\n" + "\n".join(f"{k}: {v['comment']}" for k, v in states.items()))
     assert code == 0, {k: v["comment"] for k, v in states.items() if not v["result"]}
+    for cp in CONTROL_PLANES:
+        assert "apiserver" in states[f"control-plane-{cp}-certificates-renewed"]["changes"]["renewed"], states
     failed = [r for r in requests if not r[1]]
     print(f"orch.renew_certs: {len(requests)} requests through the VIP, {len(failed)} failed")
     assert failed == [], failed
