@@ -158,12 +158,22 @@ def history(limit=50):
 
 def unretire(node):
     """Let orch.cluster build ``node`` again (and repairs resume) after orch.remove_node took it out
-    while the description still lists it. A control plane goes back into HAProxy's pool on every
-    load balancer: their health checks keep it out until its API server answers."""
+    while the description still lists it. A control plane whose API server still answers (a
+    removal stopped half-way) goes back into HAProxy's pool; one that is gone goes back when
+    orch.cluster has joined it again."""
     done = __salt__["heal.unretire"](node)
     read = _description()
-    if node in _names(read, "control_plane"):
-        with salt.client.LocalClient(mopts=__opts__) as client:
-            answers = _call(client, _names(read, "loadbalancer"), "lb_status.server_state", [node, "ready"])
-        done["pool"] = {lb: "ready" if isinstance(a, dict) else a for lb, a in answers.items()}
+    if node not in _names(read, "control_plane"):
+        return done
+    address = next(n["address"] for n in read["cluster"]["nodes"] if n["name"] == node)
+    url = f"https://{address}:{read['cluster']['api']['port']}/healthz"
+    with salt.client.LocalClient(mopts=__opts__) as client:
+        balancers = _names(read, "loadbalancer")
+        serving = [a for a in _call(client, balancers, "kubeadm_member.healthz", [url]).values()
+                   if isinstance(a, dict) and a.get("healthy")]
+        if not serving:  # a server that is not there would take requests until its check fails
+            done["pool"] = "left out until it joins again (orch.cluster puts it back)"
+            return done
+        answers = _call(client, balancers, "lb_status.server_state", [node, "ready"])
+    done["pool"] = {lb: "ready" if isinstance(a, dict) else a for lb, a in answers.items()}
     return done

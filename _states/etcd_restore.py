@@ -19,8 +19,6 @@ import os
 import pathlib
 import time
 
-import salt.utils.yaml
-
 __virtualname__ = "etcd_restore"
 
 
@@ -83,16 +81,10 @@ def _material_path(node):
 
 def _deliver(node, path):
     """The snapshot in ``node``'s pillar only (pillar/top.sls): a 0600 file, headed by its writer."""
-    data = path.read_bytes()
-    target = _material_path(node)
-    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(__utils__["k8sha_heal.writer_line"]())
-        handle.write("# Written by orch.etcd_restore for one restore; removed after it.\n")
-        salt.utils.yaml.safe_dump({"k8sha_etcd_restore": {node: {
-            "name": path.name, "sha256": hashlib.sha256(data).hexdigest(),
-            "snapshot": base64.b64encode(data).decode()}}}, handle, default_flow_style=False)
+    data, target = path.read_bytes(), _material_path(node)
+    __utils__["k8sha_heal.write_private_pillar"](target, "orch.etcd_restore for one restore", {"k8sha_etcd_restore": {
+        node: {"name": path.name, "sha256": hashlib.sha256(data).hexdigest(),
+               "snapshot": base64.b64encode(data).decode()}}})
     return target
 
 

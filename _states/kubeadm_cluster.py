@@ -18,8 +18,6 @@ import os
 import secrets
 import string
 
-import salt.utils.yaml
-
 __virtualname__ = "kubeadm_cluster"
 TOKEN_CHARS = string.ascii_lowercase + string.digits
 
@@ -96,14 +94,9 @@ def _material_path(node):
 
 
 def _write_material(node, material):
-    path = _material_path(node)
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        # The writer's pid: material whose writer died (a master restart) is removed by heal.reconcile.
-        handle.write(__utils__["k8sha_heal.writer_line"]())
-        handle.write("# Written by orch (kubeadm_cluster.nodes_joined) for one join; removed after it.\n")
-        salt.utils.yaml.safe_dump({"k8sha_join": {node: material}}, handle, default_flow_style=False)
+    # Headed by the writer's pid: material whose writer died (a master restart) is removed by heal.reconcile.
+    __utils__["k8sha_heal.write_private_pillar"](_material_path(node), "orch (kubeadm_cluster.nodes_joined) for one join",
+                                                 {"k8sha_join": {node: material}})
 
 
 def _new_material(control_plane, ca_cert_hash, ttl):
@@ -153,6 +146,14 @@ def nodes_joined(name, nodes=None):
     return _join(name, pending, roles, issuer)
 
 
+def _into_the_pool(control_planes):
+    """Joined control planes in HAProxy's pool on every load balancer: one taken out by
+    orch.remove_node and built again stays in maintenance until told (its health check decides then)."""
+    balancers = __salt__["cluster_topology.members"]("loadbalancer")
+    for node in control_planes:
+        _cmd(balancers, "lb_status.server_state", [node, "ready"], timeout=60)
+
+
 def _join(name, pending, roles, issuer):
     ok, ca_hash = _cmd([issuer], "kubeadm_member.ca_cert_hash").get(issuer, (False, "no answer"))
     if not ok:
@@ -177,6 +178,7 @@ def _join(name, pending, roles, issuer):
                 os.unlink(_material_path(node))
         for token_id in token_ids:
             _cmd([issuer], "kubeadm_member.revoke_join", [token_id])
+    _into_the_pool([n for n in joined if roles[n] == "control_plane"])
     changes = {n: "joined" for n in joined}
     if failures:
         return _ret(name, False, "kubeadm join failed: " + "; ".join(failures), changes)

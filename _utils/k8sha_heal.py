@@ -250,6 +250,19 @@ def writer_line():
     return f"{WRITER} {me['pid']} {me['pid_start']}\n"
 
 
+def write_private_pillar(path, purpose, data):
+    """A pillar file only the master reads (0600 in a 0700 directory), headed by its writer, so
+    that one left by a run that died is found (stale_join_files) and removed."""
+    import salt.utils.yaml  # pylint: disable=import-outside-toplevel
+
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(writer_line())
+        handle.write(f"# Written by {purpose}; removed after it.\n")
+        salt.utils.yaml.safe_dump(data, handle, default_flow_style=False)
+
+
 def stale_join_files(directory):
     """Join material files (secrets/join/<node>.sls) whose writer is no longer running: a
     master restart or a killed run left them. Their tokens are still registered on the cluster."""

@@ -53,8 +53,7 @@ def restore(tmp_path):
             (pillar_root / "secrets" / "etcd_restore" / f"{node}.sls").read_text())
         module.__opts__ = {"test": test, "cachedir": str(tmp_path / "cache"), "pillar_roots": {"base": [str(pillar_root)]}}
         module.__salt__ = {"saltutil.cmd": minions.cmd, "cluster_topology.members": lambda role: list(CONTROL_PLANES)}
-        module.__utils__ = dict(salt_render.as_utils("k8sha_minions"),
-                                **{"k8sha_heal.writer_line": lambda: "# writer 1 1\n"})
+        module.__utils__ = salt_render.as_utils("k8sha_minions", "k8sha_heal")
         module.__context__ = {}
         return module, minions
     make.pillar_root = pillar_root

@@ -44,10 +44,11 @@ def steps(tmp_path):
         module.__salt__ = {
             "saltutil.cmd": minions.cmd,
             "cluster_topology.description": lambda: {"nodes": NODES},
-            "cluster_topology.members": lambda role: [n["name"] for n in NODES if n["role"] == role],
+            "cluster_topology.members": lambda role: ["lb1", "lb2"] if role == "loadbalancer" else
+                                            [n["name"] for n in NODES if n["role"] == role],
             "cluster_topology.settings": lambda: {"kubernetes": {"join_token_ttl": "1h"}},
         }
-        module.__utils__ = dict(salt_render.as_utils("k8sha_minions"), **{"k8sha_heal.writer_line": lambda: "# writer 1 1\n"})
+        module.__utils__ = salt_render.as_utils("k8sha_minions", "k8sha_heal")
         module.__states__ = {"etcd_snapshot.taken": lambda name, reason, exclude: snapshots.append(exclude)
                              or {"result": True, "comment": "taken"}}
         return module, minions, snapshots
@@ -80,8 +81,11 @@ def test_a_control_plane_joins_after_a_snapshot_and_leaves_no_material_or_token(
     assert snapshots == [["cp2"]]
     order = [f for _, f, _ in minions.calls if f != "kubeadm_member.status"]
     assert order == ["kubeadm_member.ca_cert_hash", "kubeadm_member.register_join", "kubeadm_member.join",
-                     "kubeadm_member.revoke_join"]
+                     "kubeadm_member.revoke_join", "lb_status.server_state", "lb_status.server_state"]
     assert ("cp1", "kubeadm_member.revoke_join", ("tokcp2",)) in minions.calls
+    # in HAProxy's pool on both load balancers (a control plane orch.remove_node took out stays in maintenance)
+    assert {c for c in minions.calls if c[1] == "lb_status.server_state"} == {
+        ("lb1", "lb_status.server_state", ("cp2", "ready")), ("lb2", "lb_status.server_state", ("cp2", "ready"))}
     assert not list(tmp_path.rglob("*.sls"))
 
 
