@@ -240,6 +240,10 @@ def test_dry_runs_of_the_build_and_of_every_repair_change_nothing_anywhere(lab):
     whose beacons are off, so that only the dry run sees it): no etcd membership change, no daemon
     restarted, no file changed."""
     lab.wait_for(repairs_idle, 300, "the repairs in progress to finish", interval=2)
+    # Right after a reconciliation: the next one (every 5 min) would repair the drift made below
+    # before the dry runs look at it.
+    offset = master_log_size()
+    lab.wait_for(lambda: "fault(s) found" in master_log_since(offset), 330, "a reconciliation to end", interval=2)
     lb = lab.other(lab.one_holder())
     config_path = "/etc/haproxy/haproxy.cfg"
     lab.salt(lb, "beacons.disable")
