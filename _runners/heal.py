@@ -262,16 +262,6 @@ def vip_holders_seen(holders):
         return {"changed": _util("vip_moved")(data, time.time(), holders)}
 
 
-def retire(node, by):
-    """Mark ``node`` as taken out (orch.remove_node): no repair, no rebuild by orch.cluster while
-    the description still lists it."""
-    _, directory = _heal_settings(_functions())
-    with _util("store")(directory) as data:
-        data["retired"][node] = {"at": time.time(), "by": by}
-        _util("record")(data, time.time(), "retired", node=node, by=by)
-    return {"retired": node}
-
-
 def unretire(node):
     """Drop the mark of ``node``: orch.cluster builds it again and repairs resume."""
     _, directory = _heal_settings(_functions())
