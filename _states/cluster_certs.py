@@ -27,8 +27,8 @@ def _ask(targets, fun, arg=(), timeout=120):
 
 def _pool(balancers, name, state):
     """``name`` set to ``state`` in HAProxy on every load balancer: [failures]."""
-    answers = _ask(balancers, "lb_status.server_state", [name, state], timeout=60)
-    return [f"{lb}: {answers.get(lb, (False, 'no answer'))[1]}" for lb in balancers if not answers.get(lb, (False,))[0]]
+    failed = __utils__["k8sha_minions.pool_state"](__salt__["saltutil.cmd"], balancers, name, state)
+    return [f"{lb}: {why}" for lb, why in failed.items()]
 
 
 def _up_everywhere(balancers, name):

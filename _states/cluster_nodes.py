@@ -120,11 +120,7 @@ def drained(name):
     balancers = __salt__["cluster_topology.members"]("loadbalancer")
     if __opts__["test"]:
         return _ret(name, None, f"would take {name} out of HAProxy's pool on {', '.join(balancers)}", {"drained": balancers})
-    failed = {}
-    for lb in balancers:
-        ok, answer = _ask(lb, "lb_status.server_state", [name, "maint"], timeout=60)
-        if not ok:
-            failed[lb] = answer
+    failed = __utils__["k8sha_minions.pool_state"](__salt__["saltutil.cmd"], balancers, name, "maint")
     if failed:
         return _ret(name, False, "; ".join(f"{lb} could not take {name} out of its pool: {why}"
                                            for lb, why in failed.items()) + f"; {name} is untouched")

@@ -151,7 +151,7 @@ def _into_the_pool(control_planes):
     orch.remove_node and built again stays in maintenance until told (its health check decides then)."""
     balancers = __salt__["cluster_topology.members"]("loadbalancer")
     for node in control_planes:
-        _cmd(balancers, "lb_status.server_state", [node, "ready"], timeout=60)
+        __utils__["k8sha_minions.pool_state"](__salt__["saltutil.cmd"], balancers, node, "ready")
 
 
 def _join(name, pending, roles, issuer):

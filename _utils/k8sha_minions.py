@@ -18,3 +18,11 @@ def answers(salt_cmd, targets, fun, arg=(), timeout=120):
 def cause(answer):
     """The message of a failed call, without Salt's exception prefix."""
     return str(answer).split("CommandExecutionError: ", 1)[-1].strip()
+
+
+def pool_state(salt_cmd, balancers, server, state, timeout=60):
+    """``server`` set to ``state`` (ready, drain, maint) in HAProxy on every load balancer
+    (lb_status.server_state): {load balancer: why} of those that did not."""
+    replies = answers(salt_cmd, balancers, "lb_status.server_state", [server, state], timeout)
+    return {lb: replies.get(lb, (False, f"{lb} did not return"))[1] for lb in balancers
+            if not replies.get(lb, (False,))[0]}
