@@ -1,12 +1,14 @@
 """
 The cluster's Node objects, from a control plane, through the real kubectl with kubeadm's
-admin.conf: which are Ready, and, for orch.remove_node, a node drained (cordoned, its pods
-evicted) and deleted.
+admin.conf: which are Ready and their kubelets' versions, and, for orch.remove_node and
+orch.upgrade, a node drained (cordoned, its pods evicted), uncordoned, deleted.
 
 CLI examples::
 
     salt cp1 kube_nodes.ready
+    salt cp1 kube_nodes.versions
     salt cp1 kube_nodes.drain worker1
+    salt cp1 kube_nodes.uncordon worker1
     salt cp1 kube_nodes.delete worker1
 """
 
@@ -41,34 +43,57 @@ def _kubectl(args, timeout=30):
     return result.returncode, result.stdout, _redact(result.stderr.strip())
 
 
-def ready():
-    """{node: 'Ready'|'NotReady'} as the API server reports them (kubectl with admin.conf)."""
+def _nodes():
     code, out, err = _kubectl(["get", "nodes", "-o", "json"])
     if code != 0:
         raise CommandExecutionError(f"kubectl get nodes: {err}")
-    states = {}
-    for item in json.loads(out).get("items", []):
-        conditions = item.get("status", {}).get("conditions", [])
-        is_ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-        states[item["metadata"]["name"]] = "Ready" if is_ready else "NotReady"
-    return states
+    return json.loads(out).get("items", [])
 
 
-def drain(name):
+def _is_ready(item):
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in item.get("status", {}).get("conditions", []))
+
+
+def ready():
+    """{node: 'Ready'|'NotReady'} as the API server reports them (kubectl with admin.conf)."""
+    return {item["metadata"]["name"]: "Ready" if _is_ready(item) else "NotReady" for item in _nodes()}
+
+
+def versions():
+    """{node: {ready, kubelet}}: readiness and the version its kubelet reports (status.nodeInfo)."""
+    return {item["metadata"]["name"]: {"ready": _is_ready(item),
+                                       "kubelet": item.get("status", {}).get("nodeInfo", {}).get("kubeletVersion")}
+            for item in _nodes()}
+
+
+def drain(name, setting="drain_before_removal"):
     """From a control plane: ``kubectl drain`` (cordon, then evict the pods, respecting
-    PodDisruptionBudgets) before the node leaves; skipped where the setting
-    kubernetes:drain_before_removal is false.
+    PodDisruptionBudgets) before the node leaves or is upgraded; skipped where the setting
+    (kubernetes:drain_before_removal, kubernetes:drain_before_upgrade) is false.
 
     CLI example: ``salt cp1 kube_nodes.drain worker1``"""
     settings = _settings()
-    if not settings.get("drain_before_removal", True):
-        return {"drained": False, "comment": "kubernetes:drain_before_removal is false: pods are not evicted"}
+    if not settings.get(setting, True):
+        return {"drained": False, "comment": f"kubernetes:{setting} is false: pods are not evicted"}
     timeout = int(settings.get("drain_timeout", 300))
     code, _, err = _kubectl(["drain", name, "--ignore-daemonsets", "--delete-emptydir-data", f"--timeout={timeout}s"],
                             timeout=timeout + 30)
     if code != 0:
         raise CommandExecutionError(f"kubectl drain {name}: {err}")
     return {"drained": True, "comment": f"{name} cordoned and its pods evicted"}
+
+
+def uncordon(name, setting="drain_before_upgrade"):
+    """From a control plane: ``kubectl uncordon`` after an upgrade's drain (skipped with the drain).
+
+    CLI example: ``salt cp1 kube_nodes.uncordon worker1``"""
+    if not _settings().get(setting, True):
+        return {"uncordoned": False, "comment": f"kubernetes:{setting} is false: the node was not cordoned"}
+    code, _, err = _kubectl(["uncordon", name])
+    if code != 0:
+        raise CommandExecutionError(f"kubectl uncordon {name}: {err}")
+    return {"uncordoned": True, "comment": f"{name} schedulable again"}
 
 
 def delete(name):

@@ -49,19 +49,26 @@ def _paths():
     }
 
 
+def version_matches(installed, wanted):
+    """Whether a Debian or upstream version (1.31.2-1.1, v1.31.2) is Kubernetes ``wanted`` (1.31 or 1.31.2)."""
+    upstream, wanted = str(installed).lstrip("v").split("-", 1)[0], str(wanted)
+    return upstream == wanted or upstream.startswith(wanted + ".")
+
+
 def version_mismatch(installed, wanted, node):
-    """The refusal when node ``node``, already in a cluster with kubeadm ``installed`` (Debian
-    version, e.g. 1.31.2-1.1), is asked for Kubernetes ``wanted`` (1.31 or 1.31.2); None when
-    they agree (pure)."""
-    upstream = str(installed).split("-", 1)[0]
-    wanted = str(wanted)
-    if upstream == wanted or upstream.startswith(wanted + "."):
+    """The refusal when node ``node``, already in a cluster with these packages ({package: Debian
+    version, e.g. 1.31.2-1.1}), is asked for Kubernetes ``wanted`` (1.31 or 1.31.2); None when
+    they all agree (pure)."""
+    off = {name: str(version).split("-", 1)[0] for name, version in installed.items()
+           if not version_matches(version, wanted)}
+    if not off:
         return None
-    return (f"cluster.kubernetes.version: {wanted!r}, but {node} is a member of the cluster with kubeadm {upstream}. "
-            "A built cluster changes version only through kubeadm's upgrade procedure (kubeadm upgrade plan/apply on "
-            "one control plane, kubeadm upgrade node on the others, then each node's kubelet), which this project "
-            f"does not automate yet: set cluster.kubernetes.version back to '{'.'.join(upstream.split('.')[:2])}' or "
-            f"'{upstream}'. Nothing was changed; the packages stay held")
+    found = ", ".join(f"{name} {version}" for name, version in sorted(off.items()))
+    upstream = sorted(off.values())[0]
+    return (f"cluster.kubernetes.version: {wanted!r}, but {node} is a member of the cluster with {found}. "
+            "A built cluster changes version only through kubeadm's upgrade procedure, one node at a time: "
+            "salt-run state.orch orch.upgrade (docs/day-2.md), or set cluster.kubernetes.version back to "
+            f"'{'.'.join(upstream.split('.')[:2])}' or '{upstream}'. Nothing was changed; the packages stay held")
 
 
 def version_refusal(wanted=None):
@@ -71,10 +78,10 @@ def version_refusal(wanted=None):
     CLI example: ``salt cp1 kubeadm_member.version_refusal``"""
     topology = __salt__["cluster_topology.view"]()
     wanted = wanted or topology["cluster"]["kubernetes"]["version"]
-    installed = __salt__["pkg.version"](_settings()["kubeadm"])
-    if not installed or not os.path.exists(_paths()["kubelet_conf"]):
+    if not os.path.exists(_paths()["kubelet_conf"]):
         return ""
-    return version_mismatch(installed, wanted, topology["node"]["name"]) or ""
+    installed = {name: __salt__["pkg.version"](name) for name in _settings()["packages"]}
+    return version_mismatch({n: v for n, v in installed.items() if v}, wanted, topology["node"]["name"]) or ""
 
 
 def _redact(text, secrets=()):

@@ -98,11 +98,12 @@ def permitted(name, node, token=None, detail=None):
     return _ret(name, comment=f"{name} repair of {node} permitted (lock {key})")
 
 
-def build_locked(name="control_plane", wait=300, holder="orch.cluster"):
+def build_locked(name="control_plane", wait=300, holder="orch.cluster", ttl=None):
     """orch.cluster (or another orchestration of the whole cluster: ``holder``) holds the
     control-plane lock while it builds: the start events of the machines it creates must not
     start rejoins of nodes it is joining itself. A repair that holds the lock (a rejoin, or a
-    check of a start event) is waited for, up to ``wait`` s."""
+    check of a start event) is waited for, up to ``wait`` s. ``ttl``: seconds the lock lasts
+    (default heal:lock_ttl; it ends earlier with the run's process)."""
     heal = _settings()["heal"]
     if __opts__["test"]:
         return _ret(name, None, f"{holder} would hold the {name} lock (dry run: not taken)")
@@ -110,7 +111,7 @@ def build_locked(name="control_plane", wait=300, holder="orch.cluster"):
     while True:
         now = time.time()
         with _store() as data:
-            held = __utils__["k8sha_heal.claim"](data, name, holder, now, heal["lock_ttl"], token)
+            held = __utils__["k8sha_heal.claim"](data, name, holder, now, ttl or heal["lock_ttl"], token)
         if not held:
             break
         if time.monotonic() > deadline:

@@ -17,7 +17,7 @@ def answers(salt_cmd, targets, fun, arg=(), timeout=120):
 
 def cause(answer):
     """The message of a failed call, without Salt's exception prefix."""
-    return str(answer).split("CommandExecutionError: ", 1)[-1].strip()
+    return str(answer).split("CommandExecutionError: ", 1)[-1].strip().removeprefix("ERROR: ")
 
 
 def pool_state(salt_cmd, balancers, server, state, timeout=60):

@@ -9,6 +9,7 @@ k8sha:
       kernel_prerequisites: false
       apiserver_restart: systemctl restart k8sha-standin-apiserver
       drain_before_removal: false          # the stand-in runs no pods (no eviction API)
+      drain_before_upgrade: false
     debian_repo: file:/opt/k8sha-lab/debian/    # the image's stand-in for the machines' Debian mirror
     cloud:
       provision: true

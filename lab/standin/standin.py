@@ -21,7 +21,6 @@ import time
 import urllib.error
 import urllib.request
 
-VERSION = "v1.31.2"
 KUBE = "/etc/kubernetes"
 PKI = f"{KUBE}/pki"
 MANIFESTS = f"{KUBE}/manifests"
@@ -313,6 +312,13 @@ def api_from_kubeconfig(path, server=None):
                   f"{tmp}/client-certificate-data", f"{tmp}/client-key-data")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def pod_env(manifest):
+    """The environment of the stand-in unit that runs a static pod: its command's flags, and its
+    image, whose tag is the version the component reports (as a real image's binary would)."""
+    container = manifest["spec"]["containers"][0]
+    return f"FLAGS={' '.join(container['command'][1:])}\nIMAGE={container.get('image', '')}\n"
 
 
 def write_private(path, data, mode=0o600):

@@ -1,15 +1,19 @@
 {#- kubelet, kubeadm and kubectl from pkgs.k8s.io for the description's minor version,
-    pinned and held so that an apt upgrade never moves a node to another Kubernetes. #}
+    pinned and held so that an apt upgrade never moves a node to another Kubernetes.
+    Only orch.upgrade moves a member's held packages: it applies this state with pillar
+    k8sha_upgrade:packages naming the ones to move now (kubeadm first, the kubelet and kubectl
+    after kubeadm upgrade apply/node, as kubeadm's documented order). #}
 {%- from 'k8sha/map.jinja' import settings, topology with context %}
 {%- set kubernetes = settings.kubernetes %}
 {%- set version = topology.cluster.kubernetes.version %}
 {%- set minor = version.split('.')[:2] | join('.') %}
 {%- set pin = version ~ '-*' if version.count('.') == 2 else minor ~ '.*' %}
-{%- set refusal = salt['kubeadm_member.version_refusal'](version) %}
+{%- set upgrading = salt['pillar.get']('k8sha_upgrade:packages', []) %}
+{%- set refusal = '' if upgrading else salt['kubeadm_member.version_refusal'](version) %}
 
 {%- if refusal %}
-{#- A node already in the cluster keeps its version: only kubeadm's upgrade procedure may move
-    it (the project does not automate it yet). Nothing below runs. #}
+{#- A node already in the cluster keeps its version: only kubeadm's upgrade procedure
+    (orch.upgrade) may move it. Nothing below runs. #}
 kubernetes-version-kept-on-a-built-cluster:
   test.fail_without_changes:
     - comment: {{ refusal | json }}
@@ -42,7 +46,7 @@ kubernetes-apt-repository:
 kubernetes-packages:
   pkg.installed:
     - pkgs:
-{%- for package in kubernetes.packages %}
+{%- for package in upgrading or kubernetes.packages %}
       - {{ package }}: '{{ pin }}'
 {%- endfor %}
     - hold: True

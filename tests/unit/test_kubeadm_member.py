@@ -70,13 +70,24 @@ def test_machines_are_mapped_from_the_description_one_profile_per_role():
 
 
 def test_a_version_change_on_a_member_is_refused_with_the_way_back():
-    assert kubeadm_member.version_mismatch("1.31.2-1.1", "1.31", "cp1") is None
-    assert kubeadm_member.version_mismatch("1.31.2-1.1", "1.31.2", "cp1") is None
-    refusal = kubeadm_member.version_mismatch("1.31.2-1.1", "1.32", "cp1")
-    assert refusal.startswith("cluster.kubernetes.version: '1.32', but cp1 is a member of the cluster with kubeadm 1.31.2")
-    assert "kubeadm upgrade plan/apply" in refusal and "set cluster.kubernetes.version back to '1.31' or '1.31.2'" in refusal
-    assert kubeadm_member.version_mismatch("1.31.2-1.1", "1.31.3", "cp1") is not None
-    assert kubeadm_member.version_mismatch("1.31.2-1.1", "1.3", "cp1") is not None  # not a prefix of 1.31
+    same = {"kubeadm": "1.31.2-1.1", "kubelet": "1.31.2-1.1", "kubectl": "1.31.2-1.1"}
+    assert kubeadm_member.version_mismatch(same, "1.31", "cp1") is None
+    assert kubeadm_member.version_mismatch(same, "1.31.2", "cp1") is None
+    refusal = kubeadm_member.version_mismatch(same, "1.32", "cp1")
+    assert refusal.startswith("cluster.kubernetes.version: '1.32', but cp1 is a member of the cluster with kubeadm 1.31.2, "
+                              "kubectl 1.31.2, kubelet 1.31.2")
+    assert "orch.upgrade" in refusal and "set cluster.kubernetes.version back to '1.31' or '1.31.2'" in refusal
+    assert kubeadm_member.version_mismatch(same, "1.31.3", "cp1") is not None
+    assert kubeadm_member.version_mismatch(same, "1.3", "cp1") is not None  # not a prefix of 1.31
+
+
+def test_a_node_left_half_upgraded_is_refused_a_plain_state_apply():
+    """kubeadm upgraded, the kubelet not yet (an upgrade stopped between the two): a highstate must
+    not move the kubelet outside orch.upgrade's drain."""
+    halfway = {"kubeadm": "1.32.0-1.1", "kubelet": "1.31.2-1.1", "kubectl": "1.31.2-1.1"}
+    refusal = kubeadm_member.version_mismatch(halfway, "1.32", "cp2")
+    assert "kubectl 1.31.2, kubelet 1.31.2" in refusal and "kubeadm 1.32" not in refusal
+    assert "orch.upgrade" in refusal
 
 
 def test_the_issuer_gets_token_and_certificate_key_in_a_config_document_not_arguments():
