@@ -176,9 +176,9 @@ class _Timeline:
         self.steps, self.started = [], time.monotonic()
 
     def run(self, step, call):
-        began = time.monotonic()
+        began, wall = time.monotonic(), time.time()
         ok, answer = call()
-        self.steps.append({"step": step, "at": round(began - self.started, 2),
+        self.steps.append({"step": step, "at": round(began - self.started, 2), "began": round(wall, 2),
                            "seconds": round(time.monotonic() - began, 2), "ok": ok})
         if not ok:
             raise _StepFailed(f"{step}: {_cause(answer)}")

@@ -13,25 +13,34 @@ Medians of --runs runs, printed and stored in bench/results/day2.json.
                         joined again; also how long until the API answered again ("api_back")
   renew_certs           orch.renew_certs with a 400-day threshold: every control plane's certificates
                         renewed, one at a time, out of HAProxy's pool
+  upgrade               orch.upgrade from Kubernetes 1.31 to 1.32 (the lab's two stand-in versions) on a
+                        cluster built fresh for each run (an upgrade goes one way): every node in kubeadm's
+                        order; also its per-step timeline (node, step, start, duration, failed requests)
 
 Operations run in the order given, each --runs times; remove and add alternate so that the
-cluster is whole again after each pair (give both, remove first).
+cluster is whole again after each pair (give both, remove first). The upgrade rebuilds the lab
+(with /run/k8sha-bench-upgrade-pillar), so give it last.
 """
 
 import argparse
 import json
 import pathlib
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import time
 
+import yaml
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "lab"))
 from lablib import config, master  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
+UPGRADE_PILLAR = pathlib.Path("/run/k8sha-bench-upgrade-pillar")  # the description the upgrade runs edit
+LAB = str(REPO / "lab" / "lab")
 
 
 def unretire_cp3():
@@ -51,6 +60,35 @@ def lose_quorum():
     raise RuntimeError("etcd kept its quorum")
 
 
+def fresh_cluster_to_upgrade():
+    """The lab rebuilt from nothing at the description's version (1.31), with its own copy of
+    pillar/, whose version is then set to 1.32 as an operator would."""
+    subprocess.run([LAB, "down"], check=True, capture_output=True)
+    shutil.rmtree(UPGRADE_PILLAR, ignore_errors=True)
+    shutil.copytree(REPO / "pillar", UPGRADE_PILLAR, ignore=shutil.ignore_patterns("join", "etcd_restore"))
+    subprocess.run([LAB, "up", "--pillar-dir", str(UPGRADE_PILLAR)], check=True, capture_output=True)
+    _, code = master.salt_json("salt-run", "state.orch", "orch.cluster", timeout=1800)
+    if code != 0:
+        raise RuntimeError("orch.cluster failed: no cluster to upgrade")
+    path = UPGRADE_PILLAR / "cluster.sls"
+    description = yaml.safe_load(path.read_text())
+    description["cluster"]["kubernetes"] = {"version": "1.32"}
+    path.write_text(yaml.safe_dump(description, sort_keys=False))
+
+
+def timeline(data, started_at, samples):
+    """Each node's steps of orch.upgrade: start (s after the run began), duration, failed requests."""
+    states = data.get("data", {}).get(next(iter(data.get("data", {})), ""), {}) if isinstance(data, dict) else {}
+    steps = []
+    for state in sorted(states.values(), key=lambda s: s.get("__run_num__", 0)):
+        for step in (state.get("changes") or {}).get("timeline", []):
+            end = step["began"] + step["seconds"]
+            steps.append({"node": state.get("name"), "step": step["step"], "at": round(step["began"] - started_at, 2),
+                          "seconds": step["seconds"],
+                          "failed": sum(1 for s in samples if step["began"] <= s[0] < end and not s[1])})
+    return steps
+
+
 # operation: (what is measured, what runs unmeasured before it)
 OPERATIONS = {
     "etcd_snapshot": (("state.orch", "orch.etcd_snapshot"), None),
@@ -58,6 +96,7 @@ OPERATIONS = {
     "add_control_plane": (("state.orch", "orch.cluster"), unretire_cp3),
     "etcd_restore": (("state.orch", "orch.etcd_restore"), lose_quorum),
     "renew_certs": (("state.orch", "orch.renew_certs", "pillar={threshold_days: 400}"), None),
+    "upgrade": (("state.orch", "orch.upgrade"), fresh_cluster_to_upgrade),
 }
 PAIRED = ("remove_control_plane", "add_control_plane")
 
@@ -72,7 +111,7 @@ def one_run(operation):
                               "--duration", "600"], stdout=subprocess.PIPE, text=True)
     time.sleep(1)
     started, started_at = time.monotonic(), time.time()
-    _, code = master.salt_json("salt-run", *measured, timeout=1500)
+    data, code = master.salt_json("salt-run", *measured, timeout=1800)
     duration = time.monotonic() - started
     time.sleep(1)
     probe.send_signal(signal.SIGTERM)
@@ -80,6 +119,11 @@ def one_run(operation):
     if code != 0:
         raise RuntimeError(f"{operation} failed (exit {code})")
     run = {"seconds": round(duration, 2), "requests": len(samples), "failed": sum(1 for s in samples if not s[1])}
+    if operation == "upgrade":
+        run["timeline"] = timeline(data, started_at, samples)
+        for step in run["timeline"]:
+            print(f"  {step['node']:<8} {step['step']:<30} +{step['at']:7.1f} s  {step['seconds']:6.1f} s  "
+                  f"{step['failed']} failed")
     if samples and not samples[0][1]:  # the API was down when the operation started: when it answered again
         back = next((s[0] for s in samples if s[1]), None)
         run["api_back"] = round(back - started_at, 2) if back else None

@@ -11,6 +11,17 @@
 {%- set control_planes = salt['cluster_topology.members']('control_plane') %}
 {%- set workers = salt['cluster_topology.members']('worker') %}
 
+upgrade-description-valid:
+  cluster_build.description_valid:
+    - name: {{ cluster.name | json }}
+    - failhard: True
+
+{#- every node answers, with this version of the project's modules (kubeadm_upgrade) #}
+upgrade-minions-ready:
+  cluster_build.minions_ready:
+    - name: {{ cluster.name | json }}
+    - failhard: True
+
 upgrade-holds-the-repair-lock:
   heal.build_locked:
     - name: control_plane

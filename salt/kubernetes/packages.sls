@@ -26,6 +26,7 @@ kubernetes-apt-repository:
   pkgrepo.managed:
     - name: deb [trusted=yes] {{ kubernetes.repo_url.format(minor=minor) }} /
     - file: /etc/apt/sources.list.d/kubernetes.list
+    - clean_file: True      # one minor's repository: an upgrade replaces the previous one
 {%- else %}
 kubernetes-apt-keyring-directory:
   file.directory:
@@ -36,6 +37,7 @@ kubernetes-apt-repository:
   pkgrepo.managed:
     - name: deb [signed-by={{ kubernetes.keyring }}] {{ kubernetes.repo_url.format(minor=minor) }} /
     - file: /etc/apt/sources.list.d/kubernetes.list
+    - clean_file: True      # one minor's repository: an upgrade replaces the previous one
     - key_url: {{ kubernetes.repo_url.format(minor=minor) }}Release.key
     - signedby: {{ kubernetes.keyring }}
     - aptkey: False

@@ -8,6 +8,7 @@ import json
 import subprocess
 import time
 
+import yaml
 from helpers.lab_session import API_PORT, REPO, VIP, config, master
 
 CONTROL_PLANES = ("cp1", "cp2", "cp3")
@@ -167,3 +168,69 @@ def test_certificates_are_renewed_one_control_plane_at_a_time_without_a_failed_r
         assert on_disk == served and on_disk != before[cp][0], (cp, before[cp], on_disk, served)
         assert admin != before[cp][2], (cp, before[cp], admin)  # the project's admin.conf renewed too
     assert sorted(lab.salt("cp1", "kube_nodes.ready")["cp1"]) == ["cp1", "cp2", "cp3", "worker1"]
+
+
+def describe_version(lab, version):
+    """cluster.kubernetes.version set in the lab's description (pillar/cluster.sls), as an operator edits it."""
+    path = lab.pillar_dir / "cluster.sls"
+    description = yaml.safe_load(path.read_text())
+    description["cluster"]["kubernetes"] = {"version": version}
+    path.write_text(yaml.safe_dump(description, sort_keys=False))
+
+
+def installed(lab, node):
+    """{package: version} of the Kubernetes packages on ``node``, and the held ones."""
+    out = lab.machine(node).exec("dpkg-query", "-W", "-f=${Package} ${Version}\\n", "kubeadm", "kubelet", "kubectl").stdout
+    held = lab.machine(node).exec("apt-mark", "showhold").stdout.split()
+    return dict(line.split() for line in out.splitlines()), sorted(held)
+
+
+def test_the_cluster_is_upgraded_one_node_at_a_time_in_kubeadms_order_without_a_failed_request(lab):
+    nodes = list(CONTROL_PLANES) + ["worker1"]
+    before = {node: installed(lab, node) for node in nodes}
+    assert all(p == {"kubeadm": "1.31.2-1.1", "kubelet": "1.31.2-1.1", "kubectl": "1.31.2-1.1"} for p, _ in before.values())
+    try:
+        # Skipping a minor version is refused before anything changes.
+        describe_version(lab, "1.33")
+        code, states = run_orch("orch.upgrade")
+        refusal = states["upgrade-to-1.33-permitted"]["comment"]
+        assert code != 0 and "skips a minor version" in refusal and "set '1.32'" in refusal, refusal
+        describe_version(lab, "1.32")
+        code, states = run_orch("orch.upgrade", "test=True")  # the plan; nothing changes
+        assert code == 0 and "would upgrade cp1, cp2, cp3, worker1 to 1.32" in states["upgrade-to-1.32-permitted"]["comment"]
+        assert {node: installed(lab, node) for node in nodes} == before
+
+        prober = probe(900)
+        code, states = run_orch("orch.upgrade", timeout=1800)
+        prober.terminate()
+        requests = json.loads(prober.communicate(timeout=30)[0])
+        assert code == 0, {k: v["comment"] for k, v in states.items() if not v["result"]}
+        for state_id, state in states.items():
+            print(f"{state_id}: {state['comment'][:160]} ({state.get('duration', 0) / 1000:.1f} s)")
+            for step in state["changes"].get("timeline", []):
+                print(f"    +{step['at']:6.1f} s  {step['step']:<30} {step['seconds']:6.1f} s")
+        failed = [r for r in requests if not r[1]]
+        print(f"orch.upgrade 1.31 -> 1.32: {len(requests)} requests through the VIP, {len(failed)} failed")
+        assert failed == [], failed
+        assert states["upgrade-to-1.32-permitted"]["changes"]["snapshot"], states  # an etcd snapshot first
+
+        for node in nodes:
+            packages, held = installed(lab, node)
+            assert packages == {"kubeadm": "1.32.0-1.1", "kubelet": "1.32.0-1.1", "kubectl": "1.32.0-1.1"}, (node, packages)
+            assert held == ["kubeadm", "kubectl", "kubelet"], (node, held)
+        versions = lab.salt("cp2", "kube_nodes.versions")["cp2"]
+        assert {n: v["kubelet"] for n, v in versions.items()} == dict.fromkeys(nodes, "v1.32.0"), versions
+        assert json.loads(lab.through_vip("/version"))["gitVersion"] == "v1.32.0"
+        for cp in CONTROL_PLANES:
+            pods = lab.salt(cp, "kubeadm_upgrade.versions")[cp]["static_pods"]
+            assert pods == {"kube-apiserver": "v1.32.0", "etcd": "3.5.16-0"}, (cp, pods)
+        health = lab.salt("cp1", "etcd_cluster.health")["cp1"]
+        assert len(health) == 3 and all(h["healthy"] for h in health.values()), health
+
+        # Done: a re-run changes nothing, and the packages state converges without a refusal.
+        code, states = run_orch("orch.upgrade")
+        assert code == 0 and not any(v["changes"] for v in states.values() if v["__id__"] != "upgrade-holds-the-repair-lock")
+        applied = lab.salt("cp2", "state.apply", "kubernetes.packages")["cp2"]
+        assert all(s["result"] is True and not s["changes"] for s in applied.values()), applied
+    finally:
+        describe_version(lab, installed(lab, "cp1")[0]["kubeadm"].split("-")[0].rsplit(".", 1)[0])
