@@ -223,8 +223,8 @@ def load_kubeadm():
     return module
 
 
-def test_renewal_keeps_key_subject_and_names_and_follows_the_validity_period(tmp_path):
-    """kubeadm certs renew: the same key, subject and SANs, a new expiry from certificateValidityPeriod."""
+def test_renewal_makes_a_new_key_keeps_subject_and_names_and_follows_the_validity_period(tmp_path):
+    """kubeadm certs renew: a new key, the same subject and SANs, a new expiry from certificateValidityPeriod."""
     kubeadm = load_kubeadm()
     standin.make_ca(str(tmp_path / "ca"), "kubernetes")
     standin.CERT_DAYS = standin.validity_days({"certificateValidityPeriod": "48h"})
@@ -234,7 +234,7 @@ def test_renewal_keeps_key_subject_and_names_and_follows_the_validity_period(tmp
     before = kubeadm.expiration("apiserver", old, "ca")
     assert before["caName"] == "ca" and 86400 < before["residualTime"] <= 2 * 86400, before
     standin.CERT_DAYS = standin.validity_days({})  # kubeadm's default: 8760h
-    new = kubeadm.renewed(old, (tmp_path / "apiserver.key").read_bytes(), str(tmp_path / "ca"))
+    new, new_key = kubeadm.renewed(old, (tmp_path / "apiserver.key").read_bytes(), str(tmp_path / "ca"))
     after = kubeadm.expiration("apiserver", new, "ca")
     assert 364 * 86400 < after["residualTime"] <= 365 * 86400, after
 
@@ -242,5 +242,9 @@ def test_renewal_keeps_key_subject_and_names_and_follows_the_validity_period(tmp
         return subprocess.run(["openssl", "x509", "-noout", *fields], input=pem, capture_output=True, check=True).stdout
     assert show(new, "-subject", "-ext", "subjectAltName,extendedKeyUsage") == \
         show(old, "-subject", "-ext", "subjectAltName,extendedKeyUsage")
-    assert show(new, "-pubkey") == show(old, "-pubkey") and show(new, "-serial") != show(old, "-serial")
+    assert show(new, "-serial") != show(old, "-serial")
+    # a new key, as kubeadm's renewal makes (pkiutil.NewCertAndKey), and the certificate is for it
+    assert show(new, "-pubkey") != show(old, "-pubkey")
+    assert show(new, "-pubkey") == subprocess.run(["openssl", "pkey", "-pubout"], input=new_key, capture_output=True,
+                                                  check=True).stdout
     assert kubeadm.expiration("front-proxy-client", None, "front-proxy-ca")["missing"] is True
