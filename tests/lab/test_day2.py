@@ -199,6 +199,17 @@ def test_the_cluster_is_upgraded_one_node_at_a_time_in_kubeadms_order_without_a_
         code, states = run_orch("orch.upgrade", "test=True")  # the plan; nothing changes
         assert code == 0 and "would upgrade cp1, cp2, cp3, worker1 to 1.32" in states["upgrade-to-1.32-permitted"]["comment"]
         assert {node: installed(lab, node) for node in nodes} == before
+        # A version the repository does not have: the first node's kubeadm package fails, the run
+        # stops there, the node is back in HAProxy's pool and nothing moved.
+        describe_version(lab, "1.32.7")
+        code, states = run_orch("orch.upgrade")
+        stopped = states["control-plane-cp1-upgraded"]["comment"]
+        assert code != 0 and "cp1: kubeadm package" in stopped and "back in HAProxy's pool" in stopped, stopped
+        assert "control-plane-cp2-upgraded" not in states or states["control-plane-cp2-upgraded"]["result"] is False
+        assert {node: installed(lab, node) for node in nodes} == before
+        for lb in ("lb1", "lb2"):
+            lab.wait_for(lambda lb=lb: pool(lab, lb).get("cp1") == "UP", 30, f"cp1 UP on {lb} again")
+        describe_version(lab, "1.32")
 
         prober = probe(900)
         code, states = run_orch("orch.upgrade", timeout=1800)

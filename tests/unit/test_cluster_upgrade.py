@@ -176,3 +176,37 @@ def test_the_lab_repository_has_one_version_per_minor_and_each_binary_reports_it
         assert short.stdout.strip() == "v" + version.split("-")[0]
         assert f'VERSION = "v{version.split("-")[0]}"' in pathlib.Path(root / "usr/bin/kube-apiserver").read_text()
     assert "kubelet (>= 1.31)" in (tmp_path / "v1.32/Packages").read_text()
+
+
+class ClusterMinions(Minions):
+    """Also answers etcd's membership (``unhealthy``: a member that is not healthy) and snapshots."""
+
+    def __init__(self, unhealthy=None):
+        super().__init__()
+        self.unhealthy = unhealthy
+
+    def cmd(self, targets, fun, arg=(), tgt_type=None, timeout=None, kwarg=None):
+        if fun == "etcd_cluster.membership":
+            self.calls.extend((node, fun, ()) for node in targets)
+            return {node: {"ret": {"members": [{"name": m, "healthy": m != self.unhealthy} for m in ("cp1", "cp2", "cp3")],
+                                   "problems": []}, "retcode": 0} for node in targets}
+        return super().cmd(targets, fun, arg, tgt_type, timeout, kwarg)
+
+
+@pytest.mark.parametrize("unhealthy", ["cp3", None])
+def test_the_upgrade_starts_only_with_a_healthy_etcd_and_after_a_snapshot(control_plane_upgrade, unhealthy):
+    module, _ = control_plane_upgrade()
+    minions = ClusterMinions(unhealthy)
+    snapshots = []
+    module.__salt__["saltutil.cmd"] = minions.cmd
+    module.__salt__["cluster_topology.members"] = lambda role: {"loadbalancer": ["lb1", "lb2"],
+                                                                "control_plane": ["cp1", "cp2", "cp3"]}.get(role, [])
+    module.__states__ = {"etcd_snapshot.taken": lambda name, reason: snapshots.append(reason) or
+                         {"result": True, "comment": "snapshot kept", "changes": {"snapshot": "/cache/s.db"}}}
+    ret = module.permitted("k8sha-lab")
+    if unhealthy:
+        assert ret["result"] is False and "etcd member cp3 is not healthy" in ret["comment"], ret
+        assert snapshots == [] and changing_calls(minions) == [("cp1", "etcd_cluster.membership", ())]
+    else:
+        assert ret["result"] is True and ret["changes"]["snapshot"] == "/cache/s.db", ret
+        assert snapshots == ["the upgrade to 1.32"] and set(ret["changes"]["plan"]) == {"cp1", "cp2", "cp3"}
