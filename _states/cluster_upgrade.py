@@ -249,39 +249,37 @@ def _done(node, wanted):
     return all(_matches(v, wanted) for v in versions), "/".join(sorted(set(versions)))
 
 
+def _unless_done(name, wanted, how):
+    """(the state's return when ``name`` is not upgraded now: done already, not answering, or a dry
+    run; else None, what it runs)."""
+    done, running = _done(name, wanted)
+    if done is None:
+        return _ret(name, False, f"{name}: {running}; nothing was changed"), running
+    if done:
+        return _ret(name, comment=f"{name} runs Kubernetes {wanted}"), running
+    if __opts__["test"]:
+        return _ret(name, None, f"would upgrade {name} from {running} to {wanted} ({how})"), running
+    return None, running
+
+
 def control_plane_upgraded(name, first=False):
     """``name`` (a control plane) upgraded without a failed request through the VIP; ``first``: the
     one that runs kubeadm upgrade apply."""
     wanted = _wanted()
-    done, running = _done(name, wanted)
-    if done is None:
-        return _ret(name, False, f"{name}: {running}; nothing was changed")
-    if done:
-        return _ret(name, comment=f"{name} runs Kubernetes {wanted}")
-    if __opts__["test"]:
-        return _ret(name, None, f"would upgrade {name} from {running} to {wanted} "
-                                f"({'kubeadm upgrade apply' if first else 'kubeadm upgrade node'})")
+    early, running = _unless_done(name, wanted, "kubeadm upgrade apply" if first else "kubeadm upgrade node")
+    if early:
+        return early
     balancers = __salt__["cluster_topology.members"]("loadbalancer")
     others = [cp for cp in __salt__["cluster_topology.members"]("control_plane") if cp != name]
     down = [cp for cp in others if not _up_everywhere(balancers, cp)]
     if down:
         return _ret(name, False, f"{', '.join(down)} not UP in HAProxy on every load balancer: {name} stays in the "
                                  "pool and is not upgraded")
-    failed = __utils__["k8sha_minions.pool_state"](__salt__["saltutil.cmd"], balancers, name, "maint")
     timeline = _Timeline()
     try:
-        if failed:
-            raise _StepFailed(f"out of HAProxy's pool: {failed}")
-        _node_steps(timeline, name, wanted, first, True)
+        _out_of_the_pool(timeline, balancers, name, lambda: _node_steps(timeline, name, wanted, first, True))
     except _StepFailed as exc:
-        __utils__["k8sha_minions.pool_state"](__salt__["saltutil.cmd"], balancers, name, "ready")
-        return _ret(name, False, f"{name}: {exc}; it is back in HAProxy's pool (its health check decides)",
-                    {"timeline": timeline.steps})
-    __utils__["k8sha_minions.pool_state"](__salt__["saltutil.cmd"], balancers, name, "ready")
-    try:
-        timeline.run("UP in HAProxy", lambda: _wait_up(balancers, name))
-    except _StepFailed as exc:
-        return _ret(name, False, f"{name} upgraded, but {exc}", {"timeline": timeline.steps})
+        return _ret(name, False, f"{name}: {exc}", {"timeline": timeline.steps})
     api = __salt__["cluster_topology.description"]()["api"]
     through_vip = __salt__["kubeadm_member.healthz"](f"https://{api['vip']}:{api['port']}/healthz")
     if not through_vip["healthy"]:
@@ -289,6 +287,23 @@ def control_plane_upgraded(name, first=False):
                     {"timeline": timeline.steps})
     return _ret(name, comment=f"{name} upgraded from {running} to {wanted}, back in HAProxy's pool",
                 changes={"from": running, "to": wanted, "timeline": timeline.steps})
+
+
+def _out_of_the_pool(timeline, balancers, name, steps):
+    """``steps`` run while ``name`` is in maintenance on every load balancer; back in the pool in any
+    case (its health check decides), then waited for UP everywhere."""
+    def pool(state):
+        return __utils__["k8sha_minions.pool_state"](__salt__["saltutil.cmd"], balancers, name, state)
+    try:
+        failed = pool("maint")
+        if failed:
+            raise _StepFailed(f"out of HAProxy's pool: {failed}")
+        steps()
+    except _StepFailed as exc:
+        pool("ready")
+        raise _StepFailed(f"{exc}; it is back in HAProxy's pool (its health check decides)") from None
+    pool("ready")
+    timeline.run("UP in HAProxy", lambda: _wait_up(balancers, name))
 
 
 def _wait_up(balancers, name, timeout=120):
@@ -303,13 +318,9 @@ def _wait_up(balancers, name, timeout=120):
 def worker_upgraded(name):
     """``name`` (a worker) upgraded: kubeadm upgrade node, drained, kubelet, Ready, uncordoned."""
     wanted = _wanted()
-    done, running = _done(name, wanted)
-    if done is None:
-        return _ret(name, False, f"{name}: {running}; nothing was changed")
-    if done:
-        return _ret(name, comment=f"{name} runs Kubernetes {wanted}")
-    if __opts__["test"]:
-        return _ret(name, None, f"would upgrade {name} from {running} to {wanted} (kubeadm upgrade node)")
+    early, running = _unless_done(name, wanted, "kubeadm upgrade node")
+    if early:
+        return early
     timeline = _Timeline()
     try:
         _node_steps(timeline, name, wanted, False, False)
