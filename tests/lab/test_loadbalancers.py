@@ -77,11 +77,17 @@ def test_prometheus_sees_each_load_balancers_backends_and_vrrp_state_and_a_failo
     other = lab.other(holder)
     lab.wait_for(lambda: vrrp_masters() == [holder], 30, f"Prometheus: {holder} MASTER")
     before = {"up_backends": up_backends(), "vrrp_masters": vrrp_masters()}
+    def faults():
+        return sorted(r["metric"]["node"] for r in monitoring.query('k8sha_vrrp_state{state="FAULT"} == 1'))
+
     lab.machine(holder).exec("systemctl", "stop", "haproxy")
     try:
         lab.wait_for(lambda: vrrp_masters() == [other], 30, f"Prometheus: {other} MASTER after the failover")
-        after = {"up_backends": up_backends(), "vrrp_masters": vrrp_masters(),
-                 "fault": sorted(r["metric"]["node"] for r in monitoring.query('k8sha_vrrp_state{state="FAULT"} == 1'))}
+        # The exporters are scraped apart: the stopped HAProxy's series goes stale at its next
+        # scrape, which may come after the VRRP textfile's (one scrape interval at most).
+        lab.wait_for(lambda: faults() == [holder] and list(up_backends()) == [other], 30,
+                     f"Prometheus: {holder} FAULT and only {other}'s HAProxy scraped")
+        after = {"up_backends": up_backends(), "vrrp_masters": vrrp_masters(), "fault": faults()}
     finally:
         lab.machine(holder).exec("systemctl", "start", "haproxy")
     print(f"\nPrometheus before the failover: {before}\nafter HAProxy stopped on {holder}: {after}")
