@@ -208,5 +208,34 @@ def remove_member(peer_url, endpoints=None, tls=True):
         raise CommandExecutionError(reason)
     # Ask only healthy members: a request routed to the member being removed could hang.
     remaining = [u for m in member_list if m is not target for u in m["client_urls"] if u in healthy_urls]
-    _etcdctl(["member", "remove", target["id"]], remaining, tls)
-    return {"removed": True, "id": target["id"], "comment": f"removed {target['name'] or target['id']}; {reason}"}
+    moved = _leadership_moved_from(target, member_list, healthy_urls, tls)
+    deadline = time.monotonic() + (15 if moved else 0)
+    while True:  # a new leader refuses a removal ("unhealthy cluster") until it has seen its peers for 5 s
+        removal = _etcdctl(["member", "remove", target["id"]], remaining, tls, check=False)
+        if removal.returncode == 0 or "unhealthy cluster" not in removal.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    if removal.returncode != 0:
+        raise CommandExecutionError(f"etcdctl member remove {target['id']} failed: {explain(removal.stderr)}")
+    return {"removed": True, "id": target["id"],
+            "comment": f"removed {target['name'] or target['id']}; {moved}{reason}"}
+
+
+def _leadership_moved_from(target, member_list, healthy_urls, tls):
+    """When the member about to be removed leads, leadership is handed to a healthy member first
+    (etcdctl move-leader, sent to the leader): removing a leader makes the others elect one, and
+    the API servers answer errors ("leader changed") until they have. '' or what was done."""
+    if not any(u in healthy_urls for u in target["client_urls"]):
+        return ""
+    try:
+        if leader(target["client_urls"], tls).get("id") != target["id"]:
+            return ""
+    except (CommandExecutionError, ValueError):
+        return ""
+    heir = next((m for m in member_list if m is not target and any(u in healthy_urls for u in m["client_urls"])), None)
+    if heir is None:
+        return ""
+    moved = _etcdctl(["move-leader", heir["id"]], target["client_urls"], tls, check=False)
+    if moved.returncode != 0:
+        return f"(leadership could not be handed over first: {explain(moved.stderr)}) "
+    return f"leadership handed to {heir['name'] or heir['id']} first; "

@@ -160,16 +160,27 @@ def reset(name):
     return _ret(name, comment=f"{name}: kubeadm reset done", changes={"reset": name})
 
 
-def kubernetes_node_deleted(name):
-    """The Node object deleted from the API, through another control plane."""
-    for other in _others(name):
-        if __opts__["test"]:
-            return _ret(name, None, f"would delete the Kubernetes node {name} through {other}", {"deleted": name})
-        ok, answer = _ask(other, "kube_nodes.delete", [name], timeout=60)
-        if ok:
-            return _ret(name, comment=f"the Kubernetes node {name} is deleted", changes={"deleted": name})
-        return _ret(name, False, f"{other} could not delete the Kubernetes node {name}: {answer}")
-    return _ret(name, False, "no other control plane to delete the Kubernetes node through")
+def kubernetes_node_deleted(name, retry_for=30):
+    """The Node object deleted from the API, through another control plane. Tried again for up to
+    ``retry_for`` s: right after a member leaves, etcd may be electing a leader (a removed leader
+    steps down) and the API server answers 503 "leader changed" meanwhile."""
+    others = _others(name)
+    if not others:
+        return _ret(name, False, "no other control plane to delete the Kubernetes node through")
+    if __opts__["test"]:
+        return _ret(name, None, f"would delete the Kubernetes node {name} through {others[0]}", {"deleted": name})
+    deadline, failures = time.monotonic() + retry_for, []
+    while True:
+        for other in others:
+            ok, answer = _ask(other, "kube_nodes.delete", [name], timeout=60)
+            if ok:
+                return _ret(name, comment=f"the Kubernetes node {name} is deleted (through {other})",
+                            changes={"deleted": name})
+            failures.append(f"{other}: {__utils__['k8sha_minions.cause'](answer)}")
+        if time.monotonic() > deadline:
+            return _ret(name, False, f"the Kubernetes node {name} could not be deleted for {retry_for} s: "
+                                     + "; ".join(failures[-len(others):]))
+        time.sleep(2)
 
 
 def removal_reported(name, address=None):

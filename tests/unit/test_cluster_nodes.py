@@ -142,3 +142,29 @@ def test_a_node_that_does_not_answer_is_not_reset_but_the_removal_goes_on(steps)
     ret = module.reset("worker1")
     assert ret["result"] is True and "does not answer" in ret["comment"]
     assert ("worker1", "kubeadm_member.reset", ()) not in minions.calls
+
+
+def test_the_node_delete_is_tried_again_while_etcd_elects_a_leader(steps):
+    """Removing the etcd leader's member makes etcd elect another: meanwhile the API server answers
+    503 "leader changed" (seen in the lab when cp3 led). The delete is tried again, not given up."""
+    module, minions = steps()
+    answers = iter([{"ret": "ERROR: kubectl delete node cp3: Error from server (ServiceUnavailable): "
+                            "etcdserver: leader changed", "retcode": 1}])
+    plain = minions.cmd
+
+    def cmd(targets, fun, arg=(), tgt_type=None, timeout=None):
+        if fun == "kube_nodes.delete":
+            answer = next(answers, None)
+            if answer:
+                minions.calls.append((targets[0], fun, tuple(arg)))
+                return {targets[0]: answer}
+        return plain(targets, fun, arg, tgt_type, timeout)
+    module.__salt__["saltutil.cmd"] = cmd
+    ret = module.kubernetes_node_deleted("cp3", retry_for=5)
+    assert ret["result"] is True and ret["changes"] == {"deleted": "cp3"}, ret
+    assert [c for c in minions.calls if c[1] == "kube_nodes.delete"] == [("cp1", "kube_nodes.delete", ("cp3",)),
+                                                                         ("cp2", "kube_nodes.delete", ("cp3",))]
+    failing = iter([{"ret": "ERROR: kubectl delete node cp3: connection refused", "retcode": 1}] * 100)
+    module.__salt__["saltutil.cmd"] = lambda targets, fun, arg=(), tgt_type=None, timeout=None: {targets[0]: next(failing)}
+    ret = module.kubernetes_node_deleted("cp3", retry_for=0)
+    assert ret["result"] is False and "could not be deleted for 0 s" in ret["comment"] and "connection refused" in ret["comment"]

@@ -208,3 +208,16 @@ def test_snapshots_beyond_the_retention_are_pruned_oldest_first(tmp_path):
         (tmp_path / f"{stamp}-cp1.db").write_bytes(b"x")
     assert snapshots.kept(tmp_path, 2) == ["20261130T100000Z-cp1.db"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["20261130T110000Z-cp1.db", "20261130T120000Z-cp1.db"]
+
+
+def test_removing_the_leaders_member_hands_leadership_over_first(etcd_members):
+    """A removed leader makes the others elect one, and API servers answer "leader changed" meanwhile
+    (seen in the lab): leadership moves to a healthy member before the removal."""
+    node, _, port = etcd_members
+    led = node.call("etcd_cluster.leader")
+    address = ADDRESSES[int(led["name"][-1]) - 1]
+    removed = node.call("etcd_cluster.remove_member", f"http://{address}:{port + 1}")
+    assert removed["removed"] is True and "leadership handed to" in removed["comment"], removed
+    survivors = [f"https://{a}:{port}" for a in ADDRESSES if a != address]
+    now = node.call("etcd_cluster.leader", survivors)
+    assert now["name"] not in (None, led["name"]), now
