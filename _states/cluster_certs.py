@@ -32,9 +32,7 @@ def _pool(balancers, name, state):
 
 
 def _up_everywhere(balancers, name):
-    answers = _ask(balancers, "lb_status.haproxy_backends", timeout=30)
-    return all(ok and any(s["name"] == name and s["status"].startswith("UP") for s in ret["servers"])
-               for ok, ret in (answers.get(lb, (False, {})) for lb in balancers))
+    return __utils__["k8sha_minions.up_everywhere"](__salt__["saltutil.cmd"], balancers, name)
 
 
 def renewed(name, threshold_days=None, force=False, timeout=120):

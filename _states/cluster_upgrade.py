@@ -117,9 +117,7 @@ def _running(nodes):
 
 
 def _up_everywhere(balancers, name):
-    answers = _ask(balancers, "lb_status.haproxy_backends", timeout=30)
-    return all(ok and any(s["name"] == name and s["status"].startswith("UP") for s in ret["servers"])
-               for ok, ret in (answers.get(lb, (False, {})) for lb in balancers))
+    return __utils__["k8sha_minions.up_everywhere"](__salt__["saltutil.cmd"], balancers, name)
 
 
 def _cluster_problems(control_planes):

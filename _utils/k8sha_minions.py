@@ -26,3 +26,10 @@ def pool_state(salt_cmd, balancers, server, state, timeout=60):
     replies = answers(salt_cmd, balancers, "lb_status.server_state", [server, state], timeout)
     return {lb: replies.get(lb, (False, f"{lb} did not return"))[1] for lb in balancers
             if not replies.get(lb, (False,))[0]}
+
+
+def up_everywhere(salt_cmd, balancers, server, timeout=30):
+    """Whether HAProxy on every load balancer sees ``server`` UP (lb_status.haproxy_backends)."""
+    replies = answers(salt_cmd, balancers, "lb_status.haproxy_backends", (), timeout)
+    return all(ok and any(s["name"] == server and s["status"].startswith("UP") for s in ret["servers"])
+               for ok, ret in (replies.get(lb, (False, {})) for lb in balancers))
