@@ -12,6 +12,11 @@ __virtualname__ = "cluster_ports"
 ANYWHERE = "anywhere"
 # Sources of the metrics flows: the addresses k8sha:lookup:metrics:sources names (not roles).
 METRICS_SOURCES = "metrics sources"
+# Source of the salt-masters' flows: the masters' addresses (their repair locks live in etcd).
+# The zone opens etcd's ports already (to the control planes, as the security groups allow):
+# this flow only adds the masters to the security groups.
+SALT_MASTERS = "salt-masters"
+RESTRICTED = (METRICS_SOURCES, SALT_MASTERS)
 
 
 def __virtual__():
@@ -37,6 +42,7 @@ def flows(description, ports):
         flow("loadbalancer", api, ANYWHERE, "clients reach the API through the VIP"),
         flow("control_plane", api, ["loadbalancer", "control_plane"], "HAProxy's backends and health checks"),
         flow("control_plane", (min(etcd), max(etcd)), control_plane, "etcd clients and peers"),
+        flow("control_plane", ports["etcd_client"], SALT_MASTERS, "the salt-masters' repair locks in etcd"),
         flow("control_plane", ports["kubelet"], control_plane, "kubelet API"),
         flow("control_plane", ports["controller_manager"], control_plane, "kube-controller-manager"),
         flow("control_plane", ports["scheduler"], control_plane, "kube-scheduler"),
@@ -55,7 +61,7 @@ def _entry(flow):
 def zone_ports_of(flows_, role):
     """firewalld's `port/protocol` entries for ``role``: the ports open to every address the
     security groups let through (pure)."""
-    return [_entry(f) for f in flows_ if f["role"] == role and f["sources"] != METRICS_SOURCES]
+    return [_entry(f) for f in flows_ if f["role"] == role and f["sources"] not in RESTRICTED]
 
 
 def metrics_ports_of(flows_, role):

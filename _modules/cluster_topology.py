@@ -18,6 +18,7 @@ import os
 import socket
 import time
 
+import salt.config
 import salt.utils.yaml
 from salt.exceptions import CommandExecutionError
 
@@ -200,7 +201,7 @@ def salt_master():
     own connections open (they were opened before firewalld first started, so conntrack may
     not know them). Empty when running masterless.
     """
-    masters = __opts__.get("master") or []
+    masters = _configured_masters()
     if __opts__.get("file_client") == "local" and masters == "salt":
         masters = []  # masterless with the default setting: no master connection to keep
     addresses = set()
@@ -214,6 +215,16 @@ def salt_master():
         "addresses": sorted(addresses),
         "ports": sorted({int(__opts__.get("publish_port", 4505)), int(__opts__.get("master_port", 4506))}),
     }
+
+
+def _configured_masters():
+    """Every master this minion connects to. With several (hot multi-master), each connection's
+    opts name only its own master: a state rendered for one job would otherwise open the firewall
+    to the master that sent it and close it to the other."""
+    masters = __opts__.get("master") or []
+    if __opts__.get("multimaster") and __opts__.get("conf_file"):
+        masters = salt.config.minion_config(__opts__["conf_file"]).get("master") or masters
+    return masters
 
 
 def config_owners(role=None):

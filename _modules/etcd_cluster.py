@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import subprocess
+import tempfile
 import time
 import urllib.parse
 
@@ -239,3 +240,41 @@ def _leadership_moved_from(target, member_list, healthy_urls, tls):
     if moved.returncode != 0:
         return f"(leadership could not be handed over first: {explain(moved.stderr)}) "
     return f"leadership handed to {heir['name'] or heir['id']} first; "
+
+
+MASTER_CN_PREFIX = "k8sha-salt-master:"
+
+
+def sign_client(csr, days=365):
+    """
+    On a control plane: a client certificate for a salt-master's repair locks in etcd (issue 16),
+    signed with etcd's CA (kubeadm's pki/etcd/ca.key, beside k8sha:lookup:etcd:ca). Only a CSR whose
+    subject is exactly ``CN=k8sha-salt-master:<id>`` is signed, for client authentication only.
+    The key never leaves the master: only the CSR and the certificate travel.
+    Returns {certificate, ca} (PEM; public).
+
+    CLI example: ``salt cp1 etcd_cluster.sign_client "$(cat master.csr)"``
+    """
+    ca = _settings()["ca"]
+    ca_key = os.path.splitext(ca)[0] + ".key"
+    with tempfile.TemporaryDirectory() as tmp:
+        request = os.path.join(tmp, "client.csr")
+        with open(request, "w") as handle:
+            handle.write(csr)
+        checked = subprocess.run(["openssl", "req", "-in", request, "-noout", "-verify", "-subject", "-nameopt", "RFC2253"],
+                                 capture_output=True, text=True, check=False)
+        subject = checked.stdout.strip().removeprefix("subject=")
+        if checked.returncode != 0 or not subject.startswith("CN=" + MASTER_CN_PREFIX) or "," in subject:
+            raise CommandExecutionError(f"refused to sign: the request's subject is {subject or 'unreadable'!r}, "
+                                        f"not CN={MASTER_CN_PREFIX}<master id>")
+        extensions = os.path.join(tmp, "client.ext")
+        with open(extensions, "w") as handle:
+            handle.write("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                         "extendedKeyUsage=clientAuth\n")
+        signed = subprocess.run(["openssl", "x509", "-req", "-in", request, "-CA", ca, "-CAkey", ca_key,
+                                 "-CAcreateserial", "-CAserial", os.path.join(tmp, "ca.srl"), "-days", str(int(days)),
+                                 "-sha256", "-extfile", extensions], capture_output=True, text=True, check=False)
+    if signed.returncode != 0:
+        raise CommandExecutionError(f"signing the salt-master's etcd client certificate failed: {signed.stderr.strip()}")
+    with open(ca) as handle:
+        return {"certificate": signed.stdout, "ca": handle.read()}

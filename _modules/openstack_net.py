@@ -73,12 +73,13 @@ SALT_PORTS = (4505, 4506)  # the master's publish and request ports
 GROUPS = {"loadbalancer": "k8sha-loadbalancer", "control_plane": "k8sha-control-plane", "worker": "k8sha-worker"}
 
 
-def cluster_rules(description, admin_sources, flows, metrics_sources=()):
+def cluster_rules(description, admin_sources, flows, metrics_sources=(), master_sources=()):
     """{group name: [ingress rules]} for the description (pure function; the lab's switch
     enforces exactly these too, lab/lablib/secgroups.py). ``flows``: who reaches which port of
     each role (cluster_ports.flows, the source the firewall zones read too). Egress stays open
     (Neutron's default rules). SSH only from ``admin_sources`` (default: the salt-master); VRRP
-    only between the load balancers; the metrics ports only from ``metrics_sources``.
+    only between the load balancers; the metrics ports only from ``metrics_sources``; etcd's client
+    port of the control planes also from ``master_sources`` (the salt-masters' repair locks).
     ``k8sha-salt-master`` is for the master's own instance when it runs in the cloud: the nodes
     reach its two ports."""
     nodes = description["nodes"]
@@ -87,8 +88,9 @@ def cluster_rules(description, admin_sources, flows, metrics_sources=()):
     ssh = [_rule("tcp", 22, source) for source in admin_sources]
     groups = {GROUPS[role]: list(ssh) for role in by_role}
     for flow in flows:
-        if flow["sources"] in ("anywhere", "metrics sources"):
-            sources = ["0.0.0.0/0"] if flow["sources"] == "anywhere" else list(metrics_sources)
+        if flow["sources"] in ("anywhere", "metrics sources", "salt-masters"):
+            sources = {"anywhere": ["0.0.0.0/0"], "metrics sources": list(metrics_sources),
+                       "salt-masters": list(master_sources)}[flow["sources"]]
         else:
             sources = [a for r in flow["sources"] for a in by_role[r]]
         groups[GROUPS[flow["role"]]] += [_rule(flow["protocol"], tuple(flow["ports"]), s) for s in sources]
@@ -108,6 +110,11 @@ def metrics_sources(settings, provider_masters):
     """The sources the metrics ports are open to: ``k8sha:lookup:metrics:sources``, else the
     salt-master as the nodes reach it (as admin_sources)."""
     return _configured_or_master(settings["metrics"]["sources"], provider_masters, "metrics:sources", "the metrics")
+
+
+def master_sources(provider_masters):
+    """The salt-masters as the nodes reach them (the salt-cloud providers' ``minion: master``), each as a /32."""
+    return _configured_or_master(None, provider_masters, "admin_sources", "the salt-masters")
 
 
 def _configured_or_master(configured, provider_masters, setting, what):
@@ -240,15 +247,20 @@ def _provider_masters():
     """The `minion: master` of every salt-cloud provider of this master."""
     path = os.path.join(os.path.dirname(__opts__["conf_file"]), "cloud")
     providers = salt.config.cloud_config(path).get("providers", {})
-    return sorted({str(driver.get("minion", {}).get("master")) for entries in providers.values()
-                   for driver in entries.values() if driver.get("minion", {}).get("master")})
+    masters = set()
+    for entries in providers.values():
+        for driver in entries.values():
+            configured = driver.get("minion", {}).get("master") or []
+            # One master, or a list: hot multi-master, every node connects to each (docs/architecture.md).
+            masters.update(map(str, [configured] if isinstance(configured, str) else configured))
+    return sorted(masters)
 
 
 def rules():
     """{security group: ingress rules} for the cluster description (on the master)."""
     settings, masters = __salt__["cluster_topology.settings"](), _provider_masters()
     return cluster_rules(__salt__["cluster_topology.description"](), admin_sources(settings, masters),
-                         __salt__["cluster_ports.current"](), metrics_sources(settings, masters))
+                         __salt__["cluster_ports.current"](), metrics_sources(settings, masters), master_sources(masters))
 
 
 def security_groups():

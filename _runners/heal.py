@@ -27,6 +27,7 @@ import secrets
 import time
 
 import salt.utils.event
+from salt.exceptions import CommandExecutionError
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,13 @@ def _run(functions, fault, entry, node, detail, origin):
             log.info("heal: %s of %s coalesced: %s holds %s (%s)", fault, node, held["minion"], key, origin)
             return {"admitted": False, "coalesced": True, "reason": f"{held['minion']} is being repaired ({key})"}
         _util("count")(data, "admitted")
-    log.info("heal: %s repair of %s admitted (lock %s; %s)", fault, node, key, origin)
+    lock, refused = _etcd_lock(functions, heal, key, node, token)
+    if refused:
+        with _util("store")(directory) as data:
+            _util("release")(data, key, token)
+        log.info("heal: %s of %s not repaired: %s (%s)", fault, node, refused, origin)
+        return {"admitted": False, "reason": refused}
+    log.info("heal: %s repair of %s admitted (lock %s%s; %s)", fault, node, key, " and in etcd" if lock else "", origin)
     runs = []
     try:
         while True:
@@ -146,9 +153,30 @@ def _run(functions, fault, entry, node, detail, origin):
             entry = functions["heal_check.catalogue"]()[fault]
             log.info("heal: re-checking %s of %s (events coalesced meanwhile)", fault, node)
     finally:
+        __utils__["k8sha_etcd_lock.give_back"](lock)
         with _util("store")(directory) as data:
             _util("release")(data, key, token)
     return {"admitted": True, "runs": runs}
+
+
+def _etcd_lock(functions, heal, key, node, token):
+    """(the lock in the cluster's etcd, or None; why it is refused, or None). Another master's
+    run under the same lock (it saw the same fault) is waited for, up to lock_ttl: once it ends,
+    or its master dies and the lease runs out, this master checks the fault itself and repairs
+    only what is left (_utils/k8sha_etcd_lock.py)."""
+    settings = functions["cluster_topology.settings"]()
+    try:
+        description = functions["cluster_topology.description"]()
+    except CommandExecutionError:
+        return None, None  # the orchestration names the description's faults
+    etcd = __utils__["k8sha_etcd_lock.cluster_etcd"](__opts__["cachedir"], description, settings)
+    started = time.monotonic()
+    lock, refused = __utils__["k8sha_etcd_lock.take"](etcd, key, __opts__["id"], node, token,
+                                                      heal["etcd_lease_ttl"], wait=heal["lock_ttl"])
+    waited = time.monotonic() - started
+    if lock and waited > 2:
+        log.info("heal: %s taken in etcd after waiting %.0f s for another master's run", key, waited)
+    return lock, refused
 
 
 def _checked_and_repaired(functions, heal, directory, key, token, fault, entry, node, detail):
@@ -278,11 +306,26 @@ def history(limit=50):
 
 
 def status():
-    """The heal file: live locks (and who holds them), coalesced events waiting, counts."""
+    """The heal file: live locks (and who holds them), coalesced events waiting, counts; and the
+    lock records in the cluster's etcd, which every master sees (``etcd_locks``)."""
     functions = _functions()
     _, directory = _heal_settings(functions)
     now = time.time()
     with _util("store")(directory) as data:
         locks = {k: {"minion": v["minion"], "for_s": int(now - v["since"])}
                  for k, v in data["locks"].items() if _util("alive")(v, now)}
-        return {"locks": locks, "pending": data["pending"], "counts": data["counts"]}
+        found = {"locks": locks, "pending": data["pending"], "counts": data["counts"]}
+    return {**found, "etcd_locks": etcd_locks()}
+
+
+def etcd_locks():
+    """The lock records in the cluster's etcd: {lock: {holder, lease, ttl_left}} (holder: master/
+    what/run token pid), or why etcd could not say; None before this master has etcd credentials."""
+    functions = _functions()
+    try:
+        description = functions["cluster_topology.description"]()
+    except CommandExecutionError as exc:
+        return f"no cluster description: {exc}"
+    etcd = __utils__["k8sha_etcd_lock.cluster_etcd"](__opts__["cachedir"], description,
+                                                     functions["cluster_topology.settings"]())
+    return None if etcd is None else __utils__["k8sha_etcd_lock.records"](etcd)

@@ -29,15 +29,15 @@ def clean():
     heal.reconcile runs this first (``salt-run join_material.clean``)."""
     functions = __utils__["k8sha_master.functions"](__opts__)
     root = __opts__["pillar_roots"]["base"][0]
-    removed = {}
-    for path in __utils__["k8sha_heal.stale_join_files"](os.path.join(root, "secrets", "join")):
+    removed, lock_ttl = {}, functions["cluster_topology.settings"]()["heal"]["lock_ttl"]
+    for path in __utils__["k8sha_heal.stale_join_files"](os.path.join(root, "secrets", "join"), lock_ttl):
         node, token_id = os.path.basename(path)[:-4], _token_id(path)
         os.unlink(path)
         revoked_on = _revoked_on(functions, token_id) if token_id else None
         removed[node] = f"token {token_id} revoked on {revoked_on}" if revoked_on else \
             "its token could not be revoked (no control plane did): it expires with its TTL"
         log.info("heal: join material of %s left by a run that died: removed; %s", node, removed[node])
-    for path in __utils__["k8sha_heal.stale_join_files"](os.path.join(root, "secrets", "etcd_restore")):
+    for path in __utils__["k8sha_heal.stale_join_files"](os.path.join(root, "secrets", "etcd_restore"), lock_ttl):
         os.unlink(path)  # an etcd snapshot delivered for a restore that died
         removed[f"{os.path.basename(path)[:-4]} (etcd restore)"] = "snapshot removed from its pillar"
     return {"removed": removed}

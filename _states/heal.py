@@ -16,13 +16,15 @@ catalogue (salt/k8sha/faults.yaml). The safety rules (docs/events-and-healing.md
 
 Too many failures send k8sha/heal/needs_human and stop all tries until the window has passed.
 Attempts and locks are kept in a JSON file on the master (k8sha:lookup:heal:state_dir); a lock
-is free as soon as the process that took it is gone (_utils/k8sha_heal.py).
+is free as soon as the process that took it is gone (_utils/k8sha_heal.py). Each lock is also
+taken in the cluster's etcd on a lease, for other masters (_utils/k8sha_etcd_lock.py).
 """
 
 import secrets
 import time
 
 import salt.utils.event
+from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "heal"
 
@@ -51,6 +53,24 @@ def _node(minion):
 
 def _store():
     return __utils__["k8sha_heal.store"](__utils__["k8sha_master.heal_directory"](__opts__, _settings()))
+
+
+def _etcd_lock(key, holder, token):
+    """(the lock in the cluster's etcd, or None; why it is refused, or None). An invalid
+    description is not this step's to report: the build's next step names the fields."""
+    settings = _settings()
+    try:
+        description = __salt__["cluster_topology.description"]()
+    except CommandExecutionError:
+        return None, None
+    etcd = __utils__["k8sha_etcd_lock.cluster_etcd"](__opts__["cachedir"], description, settings)
+    return __utils__["k8sha_etcd_lock.take"](etcd, key, __opts__["id"], holder, token,
+                                             settings["heal"]["etcd_lease_ttl"])
+
+
+def _release_file_lock(key, token):
+    with _store() as data:
+        __utils__["k8sha_heal.release"](data, key, token)
 
 
 def _entry(fault):
@@ -94,16 +114,21 @@ def permitted(name, node, token=None, detail=None):
             util["k8sha_heal.coalesce"](data, key, name, node, now, detail)
             return _ret(name, False, f"refused: {held['minion']} is being repaired ({key}) since "
                                      f"{int(now - held['since'])} s; re-checked once that repair is done")
-    __context__["k8sha_heal"] = {"lock": key, "token": mine, "minion": node, "fault": name}
-    return _ret(name, comment=f"{name} repair of {node} permitted (lock {key})")
+    lock, refused = _etcd_lock(key, node, mine)
+    if refused:
+        _release_file_lock(key, mine)
+        return _ret(name, False, f"refused: {refused}; nothing was done")
+    __context__["k8sha_heal"] = {"lock": key, "token": mine, "minion": node, "fault": name, "etcd_lock": lock}
+    return _ret(name, comment=f"{name} repair of {node} permitted (lock {key}{' and in etcd' if lock else ''})")
 
 
-def build_locked(name="control_plane", wait=300, holder="orch.cluster", ttl=None):
+def build_locked(name="control_plane", wait=300, holder="orch.cluster", ttl=None, in_etcd=True):
     """orch.cluster (or another orchestration of the whole cluster: ``holder``) holds the
     control-plane lock while it builds: the start events of the machines it creates must not
     start rejoins of nodes it is joining itself. A repair that holds the lock (a rejoin, or a
-    check of a start event) is waited for, up to ``wait`` s. ``ttl``: seconds the lock lasts
-    (default heal:lock_ttl; it ends earlier with the run's process)."""
+    check of a start event), here or on another master (etcd), is waited for, up to ``wait`` s.
+    ``ttl``: seconds the lock lasts (default heal:lock_ttl; it ends earlier with the run's
+    process). ``in_etcd: False``: the heal file only (orch.etcd_restore: etcd has no quorum)."""
     heal = _settings()["heal"]
     if __opts__["test"]:
         return _ret(name, None, f"{holder} would hold the {name} lock (dry run: not taken)")
@@ -112,6 +137,10 @@ def build_locked(name="control_plane", wait=300, holder="orch.cluster", ttl=None
         now = time.time()
         with _store() as data:
             held = __utils__["k8sha_heal.claim"](data, name, holder, now, ttl or heal["lock_ttl"], token)
+        lock, refused = (None, None) if held or not in_etcd else _etcd_lock(name, holder, token)
+        if refused:
+            _release_file_lock(name, token)
+            held = {"minion": refused, "since": now, "expires": now}
         if not held:
             break
         if time.monotonic() > deadline:
@@ -120,8 +149,27 @@ def build_locked(name="control_plane", wait=300, holder="orch.cluster", ttl=None
                                      f"{int(held['expires'] - now)} s, or when that run ends); run {holder} "
                                      "again when it is done")
         time.sleep(2)
-    __context__["k8sha_heal"] = {"lock": name, "token": token, "minion": None, "fault": None}
-    return _ret(name, comment=f"{holder} holds the {name} lock: repairs wait until it is done")
+    __context__["k8sha_heal"] = {"lock": name, "token": token, "minion": None, "fault": None, "etcd_lock": lock}
+    return _ret(name, comment=f"{holder} holds the {name} lock{' (and in etcd)' if lock else ''}: repairs wait "
+                              "until it is done")
+
+
+def etcd_client_ready(name):
+    """This master's client certificate for the cluster's etcd (its repair locks there, for other
+    masters): made once a control plane exists; the key is made here and never leaves the master
+    (a control plane signs the request, etcd_cluster.sign_client)."""
+    directory = __utils__["k8sha_etcd_lock.credentials_directory"](__opts__["cachedir"])
+    paths = __utils__["k8sha_etcd_lock.credential_paths"](directory)
+    if all(__salt__["file.file_exists"](p) for p in paths.values()):
+        return _ret(name, comment=f"this master's etcd client certificate is in {directory}")
+    if __opts__["test"]:
+        return _ret(name, None, f"this master would get an etcd client certificate ({directory})")
+    ok, done = __utils__["k8sha_etcd_lock.issue"](__salt__["saltutil.cmd"], directory, __opts__["id"],
+                                                   __salt__["cluster_topology.members"]("control_plane"))
+    if not ok:
+        return _ret(name, False, f"no etcd client certificate for this master: {done}")
+    return _ret(name, comment=f"this master's etcd client certificate is in {directory} (its repair locks go to "
+                              "etcd too)", changes={"certificate": done["cert"]})
 
 
 def unlocked(name):
@@ -130,6 +178,7 @@ def unlocked(name):
     mine = __context__.get("k8sha_heal")
     if not mine or not mine.get("lock"):
         return _ret(name, comment="no lock taken by this run")
+    __utils__["k8sha_etcd_lock.give_back"](mine.get("etcd_lock"))
     with _store() as data:
         __utils__["k8sha_heal.release"](data, mine["lock"], mine["token"])
         waiting = bool(data["pending"].get(mine["lock"]))

@@ -244,10 +244,19 @@ def wait_after(data, field, key, seconds, now):
 WRITER = "# writer:"
 
 
+def this_machine():
+    """The machine this master runs on (/etc/machine-id): another master's pids mean nothing here."""
+    try:
+        with open("/etc/machine-id") as handle:
+            return handle.read().strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
 def writer_line():
-    """The line join material files start with: which process wrote them."""
+    """The line join material files start with: which process, on which machine, wrote them."""
     me = this_process()
-    return f"{WRITER} {me['pid']} {me['pid_start']}\n"
+    return f"{WRITER} {me['pid']} {me['pid_start']} {this_machine()}\n"
 
 
 def write_private_pillar(path, purpose, data):
@@ -263,14 +272,21 @@ def write_private_pillar(path, purpose, data):
         salt.utils.yaml.safe_dump(data, handle, default_flow_style=False)
 
 
-def stale_join_files(directory):
+def stale_join_files(directory, foreign_after=900, now=None):
     """Join material files (secrets/join/<node>.sls) whose writer is no longer running: a
-    master restart or a killed run left them. Their tokens are still registered on the cluster."""
-    stale = []
+    master restart or a killed run left them. Their tokens are still registered on the cluster.
+    A file another master's machine wrote (several masters share the pillar) cannot be judged by
+    its pid here: it is stale once older than ``foreign_after`` s (heal:lock_ttl: no join
+    outlives the lock that covers it)."""
+    stale, now = [], time.time() if now is None else now
     for path in sorted(pathlib.Path(directory).glob("*.sls")):
         first = path.read_text().splitlines()[:1]
         fields = first[0].split() if first and first[0].startswith(WRITER) else []
-        if len(fields) == 4 and process_start(int(fields[2])) == (int(fields[3]) if fields[3] != "None" else None):
+        if len(fields) == 5 and fields[4] != this_machine():
+            if now - path.stat().st_mtime < foreign_after:
+                continue  # another master's join, maybe in progress
+        elif len(fields) in (4, 5) and \
+                process_start(int(fields[2])) == (int(fields[3]) if fields[3] != "None" else None):
             continue  # its writer runs: a join in progress
         stale.append(path)
     return stale

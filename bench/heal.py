@@ -9,6 +9,10 @@ bench/results/heal.json.
   config_edited        a line appended to haproxy.cfg by hand: Salt puts the file back
   control_plane_replaced  cp3 destroyed and re-created by salt-cloud: from the new machine's
                        creation until etcd has 3 healthy members again (Salt rejoins it)
+  master_lost_mid_rejoin  two masters (the second is started if needed); cp3 re-created; the master
+                       holding its rejoin's lock in etcd is killed once cp3's stale member is gone:
+                       from that kill until the other master has completed the rejoin (3 healthy
+                       members); the killed master is started again after each run
 
 "Healthy again" for the load-balancer faults: the daemon active on both load balancers and
 /healthz answering through the VIP.
@@ -68,8 +72,8 @@ def lbs_healthy(unit):
     return lambda: all(active(lb, unit) for lb in LBS) and serving()
 
 
-def etcd_healthy_members():
-    data, _ = master.salt_json("salt", "cp1", "etcd_cluster.health", "--timeout=15")
+def etcd_healthy_members(which=None):
+    data, _ = master.salt_json("salt", "cp1", "etcd_cluster.health", "--timeout=15", which=which)
     health = data.get("cp1")
     return sum(1 for h in health.values() if h["healthy"]) if isinstance(health, dict) else 0
 
@@ -108,9 +112,62 @@ def run_once(scenario):
         subprocess.run([LAB, "salt-cloud", "-p", "lab-control-plane", "cp3"], check=True, capture_output=True)
         started = time.monotonic()
         wait(lambda: etcd_healthy_members() == 3, 600, "3 healthy etcd members")
+    elif scenario == "master_lost_mid_rejoin":
+        return master_lost_mid_rejoin()
     else:
         raise ValueError(scenario)
     return round(time.monotonic() - started, 2)
+
+
+def all_answer(which):
+    try:
+        data, _ = master.salt_json("salt", "*", "test.ping", "--timeout=10", which=which)
+    except (master.LabError, ValueError):
+        return False
+    return len(data) == 6 and all(v is True for v in data.values())
+
+
+def second_master_ready():
+    """Master b up, every minion answering it, and its etcd client certificate made (orch.cluster)."""
+    master.start(pillar_dir=master.served_pillar_dir("a"), which="b")
+    wait(lambda: all_answer("b"), 180, "every minion to answer the second master")
+    if not (config.SECOND_MASTER_DIR / "cache" / "k8sha-etcd-client" / "client.crt").exists():
+        _, code = master.salt_json("salt-run", "state.orch", "orch.cluster", timeout=1200, which="b")
+        if code != 0:
+            raise SystemExit("orch.cluster on the second master failed")
+
+
+def rejoin_holder():
+    """The master ("a" or "b") holding the control-plane lock once cp3's stale member is gone."""
+    records, _ = master.salt_json("salt-run", "heal.etcd_locks", which="a")
+    held = records.get("control_plane") if isinstance(records, dict) else None
+    data, _ = master.salt_json("salt", "cp1", "etcd_cluster.members", "--timeout=15", which="a")
+    members = data.get("cp1")
+    if not held or not isinstance(members, list) or "cp3" in [m["name"] for m in members]:
+        return None
+    return "a" if held["holder"].startswith(config.MASTERS["a"].minion_id + "/") else "b"
+
+
+def master_lost_mid_rejoin():
+    second_master_ready()
+    subprocess.run([LAB, "salt-cloud", "-y", "-d", "cp3"], check=True, capture_output=True)
+    subprocess.run([LAB, "salt-cloud", "-p", "lab-control-plane", "cp3"], check=True, capture_output=True)
+    holder = {}
+
+    def half_way():
+        holder["which"] = rejoin_holder()
+        return holder["which"]
+    wait(half_way, 300, "the rejoin half-way")
+    killed = holder["which"]
+    survivor = "b" if killed == "a" else "a"
+    master.kill(killed)
+    lost = time.monotonic()
+    wait(lambda: etcd_healthy_members(survivor) == 3, 600, f"master {survivor} to complete the rejoin")
+    took = round(time.monotonic() - lost, 2)
+    master.start(pillar_dir=master.served_pillar_dir(survivor), which=killed)
+    wait(lambda: all_answer(killed), 180, f"every minion to answer master {killed} again")
+    print(f"  master {killed} held the rejoin and was killed; master {survivor} completed it", flush=True)
+    return took
 
 
 def main():
@@ -118,21 +175,29 @@ def main():
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--control-plane-runs", type=int, default=3)
     parser.add_argument("--scenarios", nargs="+", default=["haproxy_killed", "haproxy_stopped", "keepalived_stopped",
-                                                          "config_edited", "control_plane_replaced"])
+                                                          "config_edited", "control_plane_replaced",
+                                                          "master_lost_mid_rejoin"])
     args = parser.parse_args()
     if master.pid() is None or not box("cp3").running:
         raise SystemExit("the lab is not built: make lab-build (lab up, then orch.cluster)")
     results = {}
     for scenario in args.scenarios:
-        runs = args.control_plane_runs if scenario == "control_plane_replaced" else args.runs
+        runs = args.control_plane_runs if scenario in ("control_plane_replaced", "master_lost_mid_rejoin") else args.runs
         times = []
         for number in range(runs):
             times.append(run_once(scenario))
             print(f"{scenario} run {number + 1}: healthy again after {times[-1]} s", flush=True)
-        results[scenario] = {"median": statistics.median(times), "min": min(times), "max": max(times), "runs": times}
+        results[scenario] = {"median": statistics.median(times), "min": min(times), "max": max(times), "runs": times,
+                             "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    master.stop(which="b")
+    # Merged per scenario: a run of some scenarios keeps the others' last figures.
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "heal.json").write_text(json.dumps(
-        {"measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": results}, indent=1) + "\n")
+    path = RESULTS / "heal.json"
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    kept = stored.get("results", {})
+    for row in kept.values():
+        row.setdefault("measured", stored.get("measured"))
+    path.write_text(json.dumps({"results": {**kept, **results}}, indent=1) + "\n")
     print(f"\n{'scenario':24} {'median':>8} {'min-max':>16}")
     for scenario, row in results.items():
         print(f"{scenario:24} {row['median']:>7.1f}s {row['min']:>7.1f}-{row['max']:<7.1f}")

@@ -17,6 +17,12 @@ kubernetes-cluster-initialized:
   kubeadm_cluster.initialized:
     - name: {{ cluster.get('name', 'unnamed') }}
     - failhard: True
+
+{#- From here on, this master's repair locks are taken in etcd too (other masters see them). #}
+salt-master-etcd-client-ready:
+  heal.etcd_client_ready:
+    - name: {{ opts['id'] | json }}
+    - failhard: True
 {%- for node in control_planes %}
 
 control-plane-{{ node }}-joined:

@@ -16,6 +16,8 @@ etcd-restore-holds-the-repair-lock:
   heal.build_locked:
     - name: control_plane
     - holder: orch.etcd_restore
+    {#- etcd has no quorum here: the heal file's lock only (other masters must stay idle by hand) #}
+    - in_etcd: False
     - order: 1
     - failhard: True
 

@@ -30,6 +30,10 @@ def cmd_up(args):
                      config.defaults()["k8sha"]["ports"])
     print(f"lab: salt-master up in namespace {config.MASTER_NS} at {config.MASTER_ADDRESS} "
           f"(pillar: {pillar_dir or config.REPO / 'pillar'}); Prometheus at {monitoring.prometheus_url()}")
+    if args.second_master:
+        master.start(pillar_dir=pillar_dir, which="b")
+        print(f"lab: second salt-master up in namespace {config.SECOND_MASTER_NS} at {config.SECOND_MASTER_ADDRESS} "
+              "(same keys and roots; LAB_MASTER=b lab/lab salt-run ... talks to it)")
     print(f"lab: up in {time.monotonic() - started:.1f} s; next: lab/lab salt-run state.orch orch.cluster")
 
 
@@ -43,10 +47,11 @@ def cmd_down(args):
         print(f"lab: removing machine {m.name}")
         m.destroy(timeout=15)
     monitoring.stop()
-    master.stop()
+    for which in config.MASTERS:
+        master.stop(which=which)
     for ns in net.lab_namespaces():
         run("ip", "netns", "del", ns, check=False)
-    for path in (config.MACHINES_DIR, config.MASTER_DIR):
+    for path in (config.MACHINES_DIR, config.MASTER_DIR, config.SECOND_MASTER_DIR):
         shutil.rmtree(path, ignore_errors=True)
     secgroups.STATE.unlink(missing_ok=True)
     leftovers = leftover_report()
@@ -70,18 +75,19 @@ def leftover_report():
         cgroups = [p.name for p in pathlib.Path(f"/sys/fs/cgroup/{hierarchy}").glob(f"{config.PREFIX}-*")]
         if cgroups:
             found.append(f"cgroups ({hierarchy}) " + ", ".join(cgroups))
-    if master.pid():
-        found.append(f"salt-master pid {master.pid()}")
+    found += [f"salt-master {which} pid {master.pid(which)}" for which in config.MASTERS if master.pid(which)]
     found += [f"{name} pid {pid}" for name, pid in monitoring.pids().items()]
     return found
 
 
 def cmd_status(args):
-    master_pid = master.pid()
-    master_mib = master_memory_mib(master_pid) if master_pid else 0
-    print(f"salt-master: {f'running pid {master_pid}, {master_mib} MiB' if master_pid else 'stopped'}"
-          f" ({config.MASTER_NS}, {config.MASTER_ADDRESS})")
-    total = master_mib
+    total = 0
+    for which, here in config.MASTERS.items():
+        master_pid = master.pid(which)
+        master_mib = master_memory_mib(master_pid) if master_pid else 0
+        total += master_mib
+        print(f"salt-master {which}: {f'running pid {master_pid}, {master_mib} MiB' if master_pid else 'stopped'}"
+              f" ({here.ns}, {here.address})")
     for m in machine.all_machines():
         address = (m.dir / "address").read_text().strip() if (m.dir / "address").exists() else "?"
         state = m.system_state() if m.running else "stopped"
@@ -139,6 +145,9 @@ def main(argv=None):
                                    "(orch.cluster then creates the machines through salt-cloud)")
     up.add_argument("--pillar-dir", help="serve this pillar directory instead of the project's pillar/ "
                                          "(a restart of a running master applies it)")
+    up.add_argument("--second-master", action="store_true",
+                    help="also start a second salt-master (hot multi-master, shared keys): every machine "
+                         "connects to both; LAB_MASTER=b lab/lab salt ... talks to it")
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="remove every machine, namespace, mount and process of the lab").set_defaults(func=cmd_down)
     sub.add_parser("status", help="the master and each machine").set_defaults(func=cmd_status)
@@ -150,7 +159,8 @@ def main(argv=None):
     prometheus.add_argument("query")
     prometheus.set_defaults(func=cmd_prometheus)
     for tool in SALT_TOOLS:
-        sub.add_parser(tool, help=f"{tool} ARGS... against the lab master (e.g. lab salt '*' test.ping)")
+        sub.add_parser(tool, help=f"{tool} ARGS... against the lab master (e.g. lab salt '*' test.ping; "
+                                  "LAB_MASTER=b: the second master)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("the lab needs root (namespaces, mounts, systemd-nspawn)")

@@ -11,15 +11,43 @@ PREFIX = os.environ.get("LAB_PREFIX", "k8shalab")
 # A documentation range: never routed anywhere, and the bridge lives in its own namespace.
 NETWORK = ipaddress.IPv4Network("198.51.100.0/24")
 GATEWAY = "198.51.100.1"        # the bridge itself, inside the switch namespace
-MASTER_ADDRESS = "198.51.100.5"
 BRIDGE = "br0"
+
+
+def _provider_masters():
+    """The salt-masters every lab machine connects to: the lab provider's ``minion: master``
+    (cloud/lab.providers.conf), the one place that names them."""
+    import yaml  # pylint: disable=import-outside-toplevel
+
+    masters = yaml.safe_load((REPO / "cloud" / "lab.providers.conf").read_text())["k8sha-lab"]["minion"]["master"]
+    return [masters] if isinstance(masters, str) else list(masters)
+
+
+# The first master serves the lab from `lab up`; the second only with `lab up --second-master`
+# (issue 16: hot multi-master, shared keys, the same roots). Minions connect to both.
+MASTER_ADDRESS, SECOND_MASTER_ADDRESS = _provider_masters()[:2]
 
 SWITCH_NS = f"{PREFIX}-sw"
 MASTER_NS = f"{PREFIX}-master"
+SECOND_MASTER_NS = f"{PREFIX}-master-b"
 MACHINES_DIR = LAB_DIR / "machines"
 MASTER_DIR = LAB_DIR / "master"
+SECOND_MASTER_DIR = LAB_DIR / "master-b"
 SALT_CONFIG_DIR = MASTER_DIR / "etc" / "salt"
 VENV_BIN = REPO / ".venv" / "bin"
+
+
+class MasterSite:
+    """One lab salt-master: its namespace (its minion id too), address and directory."""
+
+    def __init__(self, name, ns, address, directory):
+        self.name, self.ns, self.address, self.dir = name, ns, address, directory
+        self.config_dir = directory / "etc" / "salt"
+        self.minion_id = ns
+
+
+MASTERS = {"a": MasterSite("a", MASTER_NS, MASTER_ADDRESS, MASTER_DIR),
+           "b": MasterSite("b", SECOND_MASTER_NS, SECOND_MASTER_ADDRESS, SECOND_MASTER_DIR)}
 
 
 def machine_ns(name):

@@ -1,5 +1,8 @@
-"""The lab's salt-master: a host process in its own network namespace on the bridge,
-serving the project tree (file_roots, pillar_roots, module_dirs)."""
+"""The lab's salt-masters: host processes, each in its own network namespace on the bridge,
+serving the project tree (file_roots, pillar_roots, module_dirs). Master "a" always runs;
+master "b" only with `lab up --second-master`: hot multi-master, sharing a's keys (pki_dir) and
+the same roots, as docs/events-and-healing.md describes for production. Every function takes
+``which`` ("a" or "b")."""
 
 import importlib.util
 import json
@@ -17,14 +20,28 @@ QUIET_LOGGERS = {"salt.runner": "error", "salt.minion": "error", "salt.utils.asy
                  "salt.utils.event": "error"}
 
 
-def master_config(pillar_dir=None):
-    d = config.MASTER_DIR
+def site(which="a"):
+    if which not in config.MASTERS:
+        raise LabError(f"no lab master {which!r}: a or b")
+    return config.MASTERS[which]
+
+
+def pki_dir(which="a"):
+    """Both masters' keys: one master key pair and one set of accepted minion keys (a minion
+    checks each master's key against the one it holds; the second master must present the same).
+    The second master's is a link to the first's: Salt puts its root_dir in front of a pki_dir
+    outside root_dir."""
+    return site(which).dir / "pki"
+
+
+def master_config(pillar_dir=None, which="a"):
+    d = site(which).dir
     return {
-        "id": f"{config.PREFIX}-master",
+        "id": site(which).minion_id,
         "interface": "0.0.0.0",
         "user": "root",
         "root_dir": str(d),
-        "pki_dir": str(d / "pki"),
+        "pki_dir": str(pki_dir(which)),
         "cachedir": str(d / "cache"),
         "sock_dir": str(d / "run"),
         "pidfile": str(d / "run" / "salt-master.pid"),
@@ -83,13 +100,17 @@ def schedule():
     return _healing().master_schedule()
 
 
-def write_config(pillar_dir=None):
-    cfg = config.SALT_CONFIG_DIR
+def write_config(pillar_dir=None, which="a"):
+    cfg = site(which).config_dir
     for sub in ("", "cloud.providers.d", "cloud.profiles.d"):
         (cfg / sub).mkdir(parents=True, exist_ok=True)
-    for sub in ("pki", "cache", "run", "log"):
-        (config.MASTER_DIR / sub).mkdir(parents=True, exist_ok=True)
-    (cfg / "master").write_text(yaml.safe_dump(master_config(pillar_dir)))
+    for sub in ("cache", "run", "log"):
+        (site(which).dir / sub).mkdir(parents=True, exist_ok=True)
+    if which == "a":
+        pki_dir().mkdir(parents=True, exist_ok=True)
+    elif not pki_dir(which).is_symlink():
+        pki_dir(which).symlink_to(pki_dir())
+    (cfg / "master").write_text(yaml.safe_dump(master_config(pillar_dir, which)))
     # salt-cloud reads the same directory: the project's lab provider and profiles.
     for kind in ("providers", "profiles"):
         link = cfg / f"cloud.{kind}.d" / "k8sha-lab.conf"
@@ -97,68 +118,102 @@ def write_config(pillar_dir=None):
         link.symlink_to(config.REPO / "cloud" / f"lab.{kind}.conf")
 
 
-def pid():
+def pid(which="a"):
     try:
-        value = int((config.MASTER_DIR / "run" / "salt-master.pid").read_text())
+        value = int((site(which).dir / "run" / "salt-master.pid").read_text())
         os.kill(value, 0)
         return value
     except (OSError, ValueError):
         return None
 
 
-def start(timeout=60, pillar_dir=None):
-    net.attach(config.MASTER_NS, config.MASTER_ADDRESS)
-    before = (config.SALT_CONFIG_DIR / "master").read_text() if (config.SALT_CONFIG_DIR / "master").exists() else None
-    write_config(pillar_dir)
-    if pid():
-        if (config.SALT_CONFIG_DIR / "master").read_text() == before:
+def served_pillar_dir(which="a"):
+    """The pillar directory master ``which`` serves now (None: it has no configuration)."""
+    path = site(which).config_dir / "master"
+    return yaml.safe_load(path.read_text())["pillar_roots"]["base"][0] if path.exists() else None
+
+
+def start(timeout=60, pillar_dir=None, which="a"):
+    here = site(which)
+    if which != "a" and not (pki_dir() / "master.pem").exists():
+        raise LabError("the second master shares the first one's keys: start master a first (lab/lab up)")
+    if which != "a":
+        share_master_key(here)
+    net.attach(here.ns, here.address)
+    before = (here.config_dir / "master").read_text() if (here.config_dir / "master").exists() else None
+    write_config(pillar_dir, which)
+    if pid(which):
+        if (here.config_dir / "master").read_text() == before:
             return
-        stop()  # a new configuration (another pillar directory): restart
-    in_master_ns(config.VENV_BIN / "salt-master", "-c", config.SALT_CONFIG_DIR, "-d")
+        stop(which=which)  # a new configuration (another pillar directory): restart
+    in_master_ns(config.VENV_BIN / "salt-master", "-c", here.config_dir, "-d", which=which)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if pid() and (config.MASTER_DIR / "run" / "master_event_pub.ipc").exists():
+        if pid(which) and (here.dir / "run" / "master_event_pub.ipc").exists():
             return
         time.sleep(0.2)
-    raise LabError(f"salt-master did not start; see {config.MASTER_DIR / 'log' / 'master'}")
+    raise LabError(f"salt-master {which} did not start; see {here.dir / 'log' / 'master'}")
 
 
-def stop(timeout=20):
-    master = pid()
+def share_master_key(here):
+    """The first master's key pair under the second's name too: Salt 3008 reads a master's key
+    from <its id>.pem in pki_dir (and makes a new one when there is none); multi-master needs
+    one key, which each minion checks every master against."""
+    first = site("a").minion_id
+    for suffix, mode in ((".pem", 0o400), (".pub", 0o644)):
+        target = pki_dir() / f"{here.minion_id}{suffix}"
+        target.unlink(missing_ok=True)
+        target.write_bytes((pki_dir() / f"{first}{suffix}").read_bytes())
+        target.chmod(mode)
+
+
+def stop(timeout=20, which="a"):
+    master = pid(which)
     if not master:
         return
     os.kill(master, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and pid():
+    while time.monotonic() < deadline and pid(which):
         time.sleep(0.2)
-    if pid():
+    if pid(which):
         os.killpg(os.getpgid(master), signal.SIGKILL)
 
 
-def in_master_ns(*cmd, check=True, capture=True, timeout=600):
-    """A command in the master's network namespace, with the host's mounts (nsenter, not
+def kill(which):
+    """Master ``which`` lost at once, as a machine that dies: SIGKILL to all its processes, no
+    clean-up of its own (its run files are removed so that it can be started again)."""
+    master = pid(which)
+    if master:
+        os.killpg(os.getpgid(master), signal.SIGKILL)
+    for leftover in ("salt-master.pid", "master_event_pub.ipc"):
+        (site(which).dir / "run" / leftover).unlink(missing_ok=True)
+
+
+def in_master_ns(*cmd, check=True, capture=True, timeout=600, which="a"):
+    """A command in a master's network namespace, with the host's mounts (nsenter, not
     'ip netns exec', whose private mount namespace would hide the machines' overlays)."""
-    return run("nsenter", f"--net=/run/netns/{config.MASTER_NS}", "--", *cmd,
+    return run("nsenter", f"--net=/run/netns/{site(which).ns}", "--", *cmd,
                check=check, capture=capture, timeout=timeout)
 
 
-def salt_command(tool, *args):
-    """argv for a Salt CLI tool against the lab master."""
-    return ["nsenter", f"--net=/run/netns/{config.MASTER_NS}", "--",
-            str(config.VENV_BIN / tool), "-c", str(config.SALT_CONFIG_DIR), *args]
+def salt_command(tool, *args, which=None):
+    """argv for a Salt CLI tool against a lab master (default: $LAB_MASTER, else a)."""
+    here = site(which or os.environ.get("LAB_MASTER") or "a")
+    return ["nsenter", f"--net=/run/netns/{here.ns}", "--",
+            str(config.VENV_BIN / tool), "-c", str(here.config_dir), *args]
 
 
-def salt_text(tool, *args, timeout=600):
+def salt_text(tool, *args, timeout=600, which=None):
     """Run a Salt CLI tool with its default outputter: (stdout, exit code)."""
-    result = subprocess.run(salt_command(tool, *args), capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(salt_command(tool, *args, which=which), capture_output=True, text=True, timeout=timeout)
     return result.stdout, result.returncode
 
 
-def salt_json(tool, *args, timeout=600):
+def salt_json(tool, *args, timeout=600, which=None):
     """Run a Salt CLI tool with --out=json and return the parsed output."""
     # --static: one JSON document for all minions (salt only; salt-run prints one anyway).
     options = ["--out=json", "--static"] if tool == "salt" else ["--out=json"]
-    result = subprocess.run(salt_command(tool, *options, *args),
+    result = subprocess.run(salt_command(tool, *options, *args, which=which),
                             capture_output=True, text=True, timeout=timeout)
     if not result.stdout.strip():
         raise LabError(f"{tool} {' '.join(args)}: no output (exit {result.returncode}): {result.stderr.strip()}")

@@ -2,8 +2,8 @@
 Security groups enforced by the lab's switch, as Neutron enforces them on each port: the
 rules are the ones orch.provision computes for OpenStack (openstack_net.cluster_rules, via
 cluster_machines.security_groups_ready), made into nftables rules on the bridge inside the
-switch namespace. A machine's port gets the groups of its salt-cloud profile; the master's
-port gets `k8sha-salt-master`, as the master's instance would on OpenStack.
+switch namespace. A machine's port gets the groups of its salt-cloud profile; each master's
+port gets `k8sha-salt-master`, as the masters' instances would on OpenStack.
 
 Faithful: ingress only (Neutron's default egress rules allow everything out), IPv4 rules,
 ARP and IPv6 pass. Different: the kernel here has no bridge conntrack, so "established" is
@@ -19,7 +19,8 @@ from .run import LabError, run
 
 TABLE = f"{config.PREFIX}_secgroups"
 STATE = config.LAB_DIR / "security-groups.json"
-MASTER_PORT = "master"
+# The masters' ports (the second one's whether or not it runs): their namespaces.
+MASTER_PORTS = {"master": config.MASTER_NS, "master-b": config.SECOND_MASTER_NS}
 MASTER_GROUP = "k8sha-salt-master"
 
 
@@ -55,7 +56,7 @@ def ruleset(state, switch_port):
     for name, groups in sorted(state["ports"].items()):
         missing = [g for g in groups if g not in state["groups"]]
         if missing:
-            continue  # only the master's port can be here before its group exists
+            continue  # only the masters' ports can be here before their group exists
         chain = f"to_{name}".replace("-", "_")
         body = ["tcp flags & (syn | ack) != syn accept",
                 "icmp type { destination-unreachable, time-exceeded, parameter-problem } accept"]
@@ -71,7 +72,7 @@ def ruleset(state, switch_port):
 
 def _switch_port(name):
     from . import net  # pylint: disable=import-outside-toplevel
-    return net.switch_port(config.MASTER_NS if name == MASTER_PORT else config.machine_ns(name))
+    return net.switch_port(MASTER_PORTS.get(name) or config.machine_ns(name))
 
 
 def apply(state=None):
@@ -80,10 +81,11 @@ def apply(state=None):
 
 
 def set_groups(groups):
-    """The groups and their rules (orch.provision); the master's port joins its group."""
+    """The groups and their rules (orch.provision); the masters' ports join their group."""
     state = load()
     state["groups"] = groups
-    state["ports"][MASTER_PORT] = [MASTER_GROUP] if MASTER_GROUP in groups else []
+    for port in MASTER_PORTS:
+        state["ports"][port] = [MASTER_GROUP] if MASTER_GROUP in groups else []
     _save(state)
     apply(state)
 

@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -221,3 +222,98 @@ def test_removing_the_leaders_member_hands_leadership_over_first(etcd_members):
     survivors = [f"https://{a}:{port}" for a in ADDRESSES if a != address]
     now = node.call("etcd_cluster.leader", survivors)
     assert now["name"] not in (None, led["name"]), now
+
+
+# --- the salt-masters' repair locks in this etcd (issue 16, _utils/k8sha_etcd_lock.py) -------------
+
+LOCKS = salt_render.load("_utils", "k8sha_etcd_lock")
+
+
+def _master_etcd(node, port, directory, master_id):
+    """A master's etcd client: its key made in ``directory``, its certificate signed by the
+    control plane ``node`` (etcd_cluster.sign_client), as heal.etcd_client_ready does."""
+    def salt_cmd(targets, fun, arg, **_):
+        return {targets[0]: {"ret": node.call(fun, *arg), "retcode": 0}}
+
+    ok, paths = LOCKS.issue(salt_cmd, str(directory), master_id, ["cp1"])
+    assert ok, paths
+    return LOCKS.Etcd([f"https://{a}:{port}" for a in ADDRESSES], paths["ca"], paths["cert"], paths["key"], timeout=2)
+
+
+def test_a_master_key_stays_private_and_only_a_salt_master_request_is_signed(etcd_members, tmp_path):
+    node, _, port = etcd_members
+    etcd = _master_etcd(node, port, tmp_path / "m1", "master-1")
+    assert (tmp_path / "m1" / "client.key").stat().st_mode & 0o777 == 0o600
+    subject = subprocess.run(["openssl", "x509", "-noout", "-subject", "-ext", "extendedKeyUsage", "-in",
+                              str(tmp_path / "m1" / "client.crt")], capture_output=True, text=True, check=True).stdout
+    assert "CN = k8sha-salt-master:master-1" in subject and "TLS Web Client Authentication" in subject
+    assert "Server" not in subject
+    assert LOCKS.holders(etcd) == {}  # the certificate works: etcd answers
+    other = tmp_path / "admin.key"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(other)],
+                   check=True, capture_output=True)
+    for cn in ("admin", "k8sha-salt-master:m/O=system:masters"):
+        csr = subprocess.run(["openssl", "req", "-new", "-key", str(other), "-subj", f"/CN={cn}"],
+                             capture_output=True, text=True, check=True).stdout
+        with pytest.raises(Exception, match="refused to sign"):
+            node.call("etcd_cluster.sign_client", csr)
+
+
+def test_one_master_holds_a_lock_the_other_is_refused_and_the_record_names_the_holder(etcd_members, tmp_path):
+    node, _, port = etcd_members
+    first, second = (_master_etcd(node, port, tmp_path / m, m) for m in ("master-a", "master-b"))
+    lock, why = LOCKS.take(first, "control_plane", "master-a", "cp2", "t0k3n", ttl=15)
+    assert lock is not None and why is None
+    record = LOCKS.holders(second)["control_plane"]
+    assert record["holder"].startswith("master-a/cp2/t0k3n pid ") and 0 < record["ttl_left"] <= 15
+    refused, why = LOCKS.take(second, "control_plane", "master-b", "cp2", "other", ttl=15)
+    assert refused is None and why.startswith("master-a/cp2/t0k3n") and why.endswith("holds control_plane in etcd")
+    assert LOCKS.take(second, "lb1:haproxy", "master-b", "lb1", "x", ttl=15)[0] is not None  # another lock is free
+    LOCKS.give_back(lock)
+    assert "control_plane" not in LOCKS.holders(second)
+    assert LOCKS.take(second, "control_plane", "master-b", "cp2", "other", ttl=15)[0] is not None
+
+
+def test_a_waiting_master_takes_the_lock_when_the_other_releases_it_or_dies(etcd_members, tmp_path):
+    node, _, port = etcd_members
+    first, second = (_master_etcd(node, port, tmp_path / m, m) for m in ("master-a", "master-b"))
+    lock, _ = LOCKS.take(first, "control_plane", "master-a", "cp2", "one", ttl=15)
+    threading.Timer(1.5, LOCKS.give_back, [lock]).start()
+    started = time.monotonic()
+    taken, why = LOCKS.take(second, "control_plane", "master-b", "cp2", "two", ttl=15, wait=30, poll=0.3)
+    assert taken is not None and why is None and 1.0 < time.monotonic() - started < 10
+    LOCKS.give_back(taken)
+    # A master that dies renews its lease no more: the lock goes with the lease (ttl 3 s here).
+    dying, _ = LOCKS.take(first, "control_plane", "master-a", "cp2", "three", ttl=3)
+    dying._stop.set()  # noqa: SLF001 -- the keepalive thread stops as the process would die
+    started = time.monotonic()
+    taken, why = LOCKS.take(second, "control_plane", "master-b", "cp2", "four", ttl=15, wait=30, poll=0.3)
+    assert taken is not None and why is None and 1.0 < time.monotonic() - started < 15
+    assert LOCKS.holders(second)["control_plane"]["holder"].startswith("master-b/cp2/four")
+    # Without the wait, a held lock is refused at once.
+    assert LOCKS.take(first, "control_plane", "master-a", "cp2", "five", ttl=15)[0] is None
+
+
+def test_a_lock_left_by_a_dead_run_of_the_same_master_is_taken_at_once(etcd_members, tmp_path):
+    node, _, port = etcd_members
+    etcd = _master_etcd(node, port, tmp_path / "m", "master-a")
+    orphan = LOCKS.Lock(etcd, "control_plane", "master-a/cp2/old pid 999999999:1", ttl=60)
+    assert orphan.acquire() == (True, None)
+    orphan._stop.set()  # noqa: SLF001
+    lock, why = LOCKS.take(etcd, "control_plane", "master-a", "cp2", "new", ttl=15)
+    assert lock is not None and why is None
+
+
+def test_without_etcd_no_membership_change_starts_but_a_load_balancer_repair_goes_on(etcd_members, tmp_path):
+    node, procs, port = etcd_members
+    etcd = _master_etcd(node, port, tmp_path / "m", "master-a")
+    for proc in procs.values():
+        proc.kill()
+        proc.wait()
+    lock, why = LOCKS.take(etcd, "control_plane", "master-a", "cp2", "t", ttl=15)
+    assert lock is None and why.startswith("etcd is unavailable") and "orch.etcd_restore" in why
+    assert LOCKS.take(etcd, "lb1:haproxy", "master-a", "lb1", "t", ttl=15) == (None, None)
+    assert LOCKS.records(etcd).startswith("etcd is unavailable")
+    # Before a master has credentials (no cluster yet), the heal file alone decides.
+    assert LOCKS.cluster_etcd(str(tmp_path / "empty"), {"nodes": []}, {}) is None
+    assert LOCKS.take(None, "control_plane", "master-a", "cp2", "t", ttl=15) == (None, None)

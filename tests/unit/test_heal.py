@@ -295,3 +295,14 @@ def test_the_documented_master_configuration_reacts_as_the_labs_master():
     listed = yaml.safe_load(block)
     assert listed["reactor"] == healing.master_reactors(FAULTS) == lab_master.reactors()
     assert listed["schedule"] == healing.master_schedule() == lab_master.schedule()
+
+
+def test_join_material_of_another_masters_machine_is_stale_only_after_the_lock_ttl(tmp_path):
+    """Several masters share the pillar: a pid of another machine means nothing here."""
+    path = tmp_path / "cp2.sls"
+    path.write_text(f"{healing.WRITER} 1 12345 another-machine-id\nk8sha_join: {{}}\n")
+    assert healing.stale_join_files(tmp_path, foreign_after=900) == []
+    assert healing.stale_join_files(tmp_path, foreign_after=900, now=path.stat().st_mtime + 901) == [path]
+    here = tmp_path / "cp3.sls"
+    here.write_text(f"{healing.WRITER} 999999999 1 {healing.this_machine()}\nk8sha_join: {{}}\n")
+    assert healing.stale_join_files(tmp_path) == [here]  # this machine's, its writer gone: at once
