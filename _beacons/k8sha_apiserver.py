@@ -15,7 +15,11 @@ not (yet, or any more) a control plane: no kube-apiserver manifest.
         - interval: 2
         - fall: 3
         - rise: 2
+        - url: https://127.0.0.1:6443/healthz   # the description's API port (salt/beacons renders it)
         - disable_during_state_run: True
+
+It reads nothing from a master: it runs in the minion's main process, and a call to a master's
+file server there (a dead master's times out after 180 s) would make the minion deaf meanwhile.
 """
 
 import os
@@ -34,6 +38,8 @@ def __virtual__():
 def validate(config):
     if not isinstance(config, list):
         return False, "k8sha_apiserver: configuration must be a list"
+    if not salt.utils.beacons.list_to_dict(config).get("url"):
+        return False, "k8sha_apiserver: no url (the API server's /healthz): apply the beacons state (state.apply beacons)"
     return True, "valid"
 
 
@@ -65,8 +71,7 @@ def beacon(config):
     if not os.path.exists(config.get("manifest", MANIFEST)):
         __context__.pop("k8sha_apiserver.state", None)
         return []
-    port = __salt__["cluster_topology.description"]()["api"]["port"]
-    url = config.get("url", f"https://127.0.0.1:{port}/healthz")
+    url = config["url"]
     probe = __salt__["kubeadm_member.healthz"](url, config.get("timeout", 3))
     ok, answer = probe["healthy"], probe["answer"]
     state = __context__.get("k8sha_apiserver.state", {"healthy": True, "failures": 0, "successes": 0, "sent": 0})

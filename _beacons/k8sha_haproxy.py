@@ -15,7 +15,11 @@ lost event or a failed repair is retried; the healing orchestration rate-limits 
       k8sha_haproxy:
         - interval: 2
         - remind: 60
+        - socket: /run/haproxy/admin.sock   # k8sha:lookup:haproxy:stats_socket (salt/beacons renders it)
         - disable_during_state_run: True
+
+It reads nothing from a master: it runs in the minion's main process, and a call to a master's
+file server there (a dead master's times out after 180 s) would make the minion deaf meanwhile.
 """
 
 import time
@@ -32,6 +36,8 @@ def __virtual__():
 def validate(config):
     if not isinstance(config, list):
         return False, "k8sha_haproxy: configuration must be a list"
+    if not salt.utils.beacons.list_to_dict(config).get("socket"):
+        return False, "k8sha_haproxy: no socket (HAProxy's stats socket): apply the beacons state (state.apply beacons)"
     return True, "valid"
 
 
@@ -54,7 +60,7 @@ def transitions(previous, current, now, last_down_sent, remind):
 
 def beacon(config):
     config = salt.utils.beacons.list_to_dict(config)
-    current = __salt__["lb_status.haproxy_backends"]()
+    current = __salt__["lb_status.haproxy_backends"](config["socket"])
     previous = __context__.get("k8sha_haproxy.last")
     now = time.monotonic()
     events = transitions(previous, current, now, __context__.get("k8sha_haproxy.down_sent", 0),

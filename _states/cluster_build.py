@@ -5,6 +5,7 @@ the node and the cause. Machines: _states/cluster_machines.py; kubeadm: _states/
 
     cluster_build.description_valid   the cluster description has no problem
     cluster_build.minions_ready       every node answers and has the project's modules
+    cluster_build.jobs_finished       a node runs no other Salt job (one a dead master left goes on there)
     cluster_build.vip_answers         one load balancer holds the VIP and it accepts connections
     cluster_build.healthy             etcd members healthy, nodes Ready, /healthz through the VIP
 """
@@ -94,6 +95,43 @@ def minions_ready(name, timeout=180, nodes=None):
                 delivered.setdefault(minion, []).extend(names)
     return _ret(name, comment=f"{len(nodes)} minions answer; project modules in place",
                 changes={"synced": delivered} if delivered else {})
+
+
+def _other_jobs(node):
+    """The Salt jobs running on ``node`` (saltutil.running), this question left out; None: no answer."""
+    answer = _cmd([node], "saltutil.running", timeout=30).get(node)
+    if not answer or not answer[0] or not isinstance(answer[1], list):
+        return None
+    return [job for job in answer[1] if isinstance(job, dict) and job.get("fun") != "saltutil.running"]
+
+
+def _named(jobs):
+    return ", ".join(f"{job.get('fun')} (jid {job.get('jid')}, pid {job.get('pid')})" for job in jobs)
+
+
+def jobs_finished(name, timeout=600):
+    """Node ``name`` runs no other Salt job. A job goes on on its node when the master that sent
+    it dies (its highstate, its kubeadm join): a repair taken over by another master must not run
+    beside it, and Salt 3008's ``queue: True`` only defers a state run, whose return then comes
+    after salt.state has stopped waiting. Waits up to ``timeout`` s; a dry run only reports."""
+    started, waited_for = time.monotonic(), []
+    while True:
+        jobs = _other_jobs(name)
+        if not jobs or __opts__["test"] or time.monotonic() - started > timeout:
+            break
+        waited_for = waited_for or jobs
+        time.sleep(2)
+    if jobs is None:
+        return _ret(name, False, f"{name} did not say which Salt jobs it runs (saltutil.running): is its minion up?")
+    if jobs and __opts__["test"]:
+        return _ret(name, None, f"{name} runs {_named(jobs)}: the repair would wait for it (up to {timeout} s)")
+    if jobs:
+        return _ret(name, False, f"{name} still runs {_named(jobs)} after {timeout} s; nothing was changed: "
+                                 f"let it end (or salt {name} saltutil.kill_job JID), then repair again")
+    if waited_for:
+        return _ret(name, comment=f"{name} runs no other Salt job (waited {time.monotonic() - started:.0f} s for "
+                                  f"{_named(waited_for)})")
+    return _ret(name, comment=f"{name} runs no other Salt job")
 
 
 # --- load balancers ----------------------------------------------------------------------------

@@ -19,7 +19,8 @@ heal-unknown-fault:
 {%- set description = salt['cluster_topology.description']() %}
 {%- set found = description.get('nodes', []) | selectattr('name', 'equalto', node) | list %}
 {%- set role = found[0].role if found else none %}
-{%- set repair_steps = [] %}
+{%- set jobs_timeout = salt['cluster_topology.settings']().heal.node_jobs_timeout %}
+{%- set repair_steps = ['node-idle'] %}
 
 heal-{{ fault }}-permitted:
   heal.permitted:
@@ -46,6 +47,15 @@ heal-{{ fault }}-needed:
     - detail: {{ detail | json }}
     - require:
       - heal-{{ fault }}-{{ 'modules-synced' if repair == 'rejoin' else 'permitted' }}
+
+{#- A job whose master died goes on on its node (another master may be taking its repair over):
+    nothing runs beside it. #}
+heal-{{ fault }}-node-idle:
+  cluster_build.jobs_finished:
+    - name: {{ node | json }}
+    - timeout: {{ jobs_timeout }}
+    - onchanges:
+      - heal-{{ fault }}-needed
 {%- if repair == 'rejoin' %}
 {%- do repair_steps.extend(['etcd-snapshot-taken', 'stale-member-removed', 'node-reset', 'role-applied', 'joined']) %}
 
@@ -59,6 +69,8 @@ heal-{{ fault }}-etcd-snapshot-taken:
     - exclude: [{{ node | json }}]
     - onchanges:
       - heal-{{ fault }}-needed
+    - require:
+      - heal-{{ fault }}-node-idle
 
 heal-{{ fault }}-stale-member-removed:
   heal.stale_etcd_member_removed:
@@ -79,7 +91,8 @@ heal-{{ fault }}-node-reset:
 heal-{{ fault }}-role-applied:
   salt.state:
     - tgt: {{ node | json }}
-    - queue: True            # after any state run in progress on the node
+    - queue: True            # a run started meanwhile: deferred (Salt 3008), its return awaited
+    - timeout: {{ jobs_timeout }}
     - highstate: True
     - onchanges:
       - heal-{{ fault }}-needed
@@ -105,11 +118,14 @@ heal-{{ fault }}-repaired:
 {%- set owner = salt['cluster_topology.config_owners'](role).get(detail, 'none') if repair.sls == 'owner_of_detail' and role else repair.sls %}
   salt.state:
     - tgt: {{ node | json }}
-    - queue: True            # after any state run in progress on the node
+    - queue: True            # a run started meanwhile: deferred (Salt 3008), its return awaited
+    - timeout: {{ jobs_timeout }}
     - sls: [{{ owner }}]
 {%- endif %}
     - onchanges:
       - heal-{{ fault }}-needed
+    - require:
+      - heal-{{ fault }}-node-idle
 {%- endif %}
 {%- do repair_steps.append('verified') %}
 

@@ -1,5 +1,7 @@
 {#- The beacons of this node's role: what the healing orchestrations react to (docs/events-and-healing.md).
-    Every beacon is silent while Salt's own state runs change things. #}
+    Every beacon is silent while Salt's own state runs change things. The project's beacons get what
+    they need in their configuration, rendered here from the one source: they run in the minion's
+    main process, where a call to a master's file server (a dead master's: 180 s) makes it deaf. #}
 {%- from 'k8sha/map.jinja' import settings, topology with context %}
 {%- set beacons = settings.beacons %}
 {%- set role = topology.node.role %}
@@ -26,6 +28,7 @@ k8sha-beacon-haproxy:
     - disable_during_state_run: True
     - interval: {{ beacons.interval }}
     - remind: {{ beacons.remind }}
+    - socket: {{ settings.haproxy.stats_socket }}
 
 {#- keepalived stopped (or masked): systemd restarts crashes, not stops. (HAProxy is
     watched by k8sha_haproxy above: one beacon per fault, so one repair per fault.) #}
@@ -50,4 +53,5 @@ k8sha-beacon-apiserver:
     - remind: {{ beacons.remind }}
     - fall: {{ beacons.apiserver.fall }}
     - rise: {{ beacons.apiserver.rise }}
+    - url: https://127.0.0.1:{{ topology.cluster.api.port }}/healthz
 {%- endif %}

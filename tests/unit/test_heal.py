@@ -211,6 +211,24 @@ def test_each_role_watches_its_daemons_and_the_files_salt_manages(minion, minion
         assert beacon_arg(body, "disable_during_state_run") is True
 
 
+def test_the_projects_beacons_get_their_socket_and_url_from_the_state_and_ask_no_master(minion):
+    """They run in the minion's main process: a master's file server there (a dead one: 180 s)
+    would make the minion deaf. The state renders what they need from the one source."""
+    desc = salt_render.description()
+    desc["api"]["port"] = 16443
+    lb = beacon_names(minion(desc, minion_id="lb1").show_sls("beacons"))["k8sha_haproxy"]
+    cp = beacon_names(minion(desc, minion_id="cp1").show_sls("beacons"))["k8sha_apiserver"]
+    assert beacon_arg(lb, "socket") == salt_render.DEFAULTS["k8sha"]["haproxy"]["stats_socket"]
+    assert beacon_arg(cp, "url") == "https://127.0.0.1:16443/healthz"
+    assert haproxy_beacon.validate([{"interval": 2}])[0] is False
+    assert "state.apply beacons" in apiserver_beacon.validate([{"interval": 2}])[1]
+    asked = []
+    haproxy_beacon.__salt__ = {"lb_status.haproxy_backends": lambda path: asked.append(path) or
+                               {"running": False, "reason": "gone", "servers": []}}
+    haproxy_beacon.__context__ = {}
+    assert haproxy_beacon.beacon([{"socket": "/run/x.sock"}])[0]["tag"] == "down" and asked == ["/run/x.sock"]
+
+
 @pytest.mark.parametrize("reactor, tag, runner, args", [
     ("fault", "salt/beacon/lb1/k8sha_haproxy/down", "heal.admit", {"tag": "salt/beacon/lb1/k8sha_haproxy/down", "sender": "lb1"}),
     ("fault", "salt/minion/cp3/start", "heal.admit", {"tag": "salt/minion/cp3/start", "sender": "lb1"}),
