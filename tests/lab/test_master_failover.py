@@ -6,6 +6,7 @@ master dies mid-way is completed by the other once the dead master's lease runs 
 master alone can re-run orch.cluster. Times are measured in bench/heal.py (master_lost_mid_rejoin).
 """
 
+import shutil
 import subprocess
 import time
 
@@ -78,7 +79,9 @@ def active(box, unit):
 
 @pytest.fixture(scope="module")
 def two_masters(lab):
-    """The second master started on the built cluster; orch.cluster run from it once."""
+    """The second master started on the built cluster, without etcd credentials (a new master);
+    orch.cluster run from it once."""
+    shutil.rmtree(config.SECOND_MASTER_DIR / "cache" / "k8sha-etcd-client", ignore_errors=True)
     master.start(pillar_dir=lab.pillar_dir, which="b")
     started = time.monotonic()
     lab.wait_for(lambda: all_answer("b"), 180, "every minion to answer the second master", interval=3)
