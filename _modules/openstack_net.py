@@ -114,10 +114,12 @@ def metrics_sources(settings, provider_masters):
 
 def master_sources(provider_masters):
     """The salt-masters as the nodes reach them (the salt-cloud providers' ``minion: master``), each as a /32."""
-    return _configured_or_master(None, provider_masters, "admin_sources", "the salt-masters")
+    return _configured_or_master(None, provider_masters, None, "the salt-masters' etcd locks")
 
 
 def _configured_or_master(configured, provider_masters, setting, what):
+    """``configured``, else the providers' masters resolved; ``setting``: what overrides them (None: nothing)."""
+    fix = f"set k8sha:lookup:{setting}" if setting else "name it by its address in the salt-cloud provider"
     sources = list(configured or [])
     if not sources:
         for master in provider_masters:
@@ -125,10 +127,10 @@ def _configured_or_master(configured, provider_masters, setting, what):
                 sources += sorted({i[4][0] for i in socket.getaddrinfo(master, None, socket.AF_INET)})
             except OSError:
                 raise CommandExecutionError(f"the salt-master address {master!r} (salt-cloud provider, minion: master) "
-                                            f"does not resolve: set k8sha:lookup:{setting}") from None
+                                            f"does not resolve: {fix}") from None
     if not sources:
-        raise CommandExecutionError(f"no source for {what}: set k8sha:lookup:{setting} (the salt-master's "
-                                    "address as the nodes see it) or `minion: master` in the salt-cloud provider")
+        override = f"set k8sha:lookup:{setting} (the salt-master's address as the nodes see it) or " if setting else "set "
+        raise CommandExecutionError(f"no source for {what}: {override}`minion: master` in the salt-cloud provider")
     return [s if "/" in str(s) else f"{s}/32" for s in sources]
 
 
