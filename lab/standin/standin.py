@@ -225,6 +225,14 @@ class Etcd:
     def member_remove(self, member_id):
         self.call("/v3/cluster/member/remove", {"ID": member_id})
 
+    def readable(self, key):
+        """A linearizable read of ``key`` succeeds (what kube-apiserver's etcd check asks)."""
+        try:
+            self.call("/v3/kv/range", {"key": _b64(key), "keys_only": True})
+            return True
+        except Failure:
+            return False
+
     def healthy(self):
         try:
             return self.call("/health", method="GET").get("health") == "true"

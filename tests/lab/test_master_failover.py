@@ -104,13 +104,19 @@ def test_a_fault_both_masters_see_is_repaired_exactly_once(lab, two_masters):
     offsets = log_offsets()
     box = lab.machine("lb1")
     box.exec("systemctl", "stop", "haproxy")  # a stop: systemd does not restart it; both masters hear of it
-    lab.wait_for(lambda: active(box, "haproxy"), 90, "Salt to start HAProxy on lb1 again", interval=1)
 
     def both_ended():
         lines = heal_lines(offsets)
         return all(any("haproxy of lb1:" in line for line in lines[w]) for w in config.MASTERS)
     try:
+        lab.wait_for(lambda: active(box, "haproxy"), 90, "Salt to start HAProxy on lb1 again", interval=1)
         lab.wait_for(both_ended, 120, "both masters to end a run for HAProxy on lb1", interval=2)
+    except AssertionError:
+        # What lb1 runs (its beacons are silent during a state run) and what its minion logged.
+        print("\nlb1 runs:", salt_on("a", "lb1", "saltutil.running", timeout=15).get("lb1"))
+        print("lb1's minion log:", *box.exec("tail", "-n", "40", "/var/log/salt/minion", check=False)
+              .stdout.splitlines(), sep="\n  ")
+        raise
     finally:
         for which, lines in heal_lines(offsets).items():
             print(f"\nmaster {which}:", *lines, sep="\n  ")
@@ -177,7 +183,8 @@ def test_with_one_master_down_orch_cluster_from_the_other_changes_nothing(lab, t
     try:
         code, states = orch_cluster_on("b")
         assert code == 0, {k: v.get("comment") for k, v in states.items() if v.get("result") is not True}
-        assert sorted(k for k, v in states.items() if v["changes"]) == []
+        changed = sorted(k for k, v in states.items() if v["changes"])
+        assert changed == [], {k: (states[k]["comment"], str(states[k]["changes"])[:3000]) for k in changed}
         assert len(states) == len(two_masters[1])
     finally:
         restore_master(lab, "a")
