@@ -112,8 +112,12 @@ def _run(functions, fault, entry, node, detail, origin):
     heal, directory = _heal_settings(functions)
     key = _util("lock_key")(fault, entry, node)
     token, now = secrets.token_hex(8), time.time()
+    # Every master's failed repairs (etcd), at least this master's own (the heal file).
+    shared = __utils__["k8sha_etcd_lock.shared_attempts"](_cluster_etcd(functions), f"{fault}:{node}", now,
+                                                          heal["window"])
     with _util("store")(directory) as data:
-        failures = _util("recent_failures")(data["attempts"].get(f"{fault}:{node}", []), now, heal["window"])
+        failures = max(_util("recent_failures")(data["attempts"].get(f"{fault}:{node}", []), now, heal["window"]),
+                       _util("recent_failures")(shared or [], now, heal["window"]))
         if failures >= heal["max_attempts"]:
             _util("count")(data, "left_to_a_human")
             reported = data.setdefault("reported", {}).get(f"{fault}:{node}", 0)
@@ -159,17 +163,25 @@ def _run(functions, fault, entry, node, detail, origin):
     return {"admitted": True, "runs": runs}
 
 
+def _cluster_etcd(functions):
+    """The cluster's etcd with this master's credentials, or None (the orchestration names the
+    description's faults)."""
+    try:
+        description = functions["cluster_topology.description"]()
+    except CommandExecutionError:
+        return None
+    return __utils__["k8sha_etcd_lock.cluster_etcd"](__opts__["cachedir"], description,
+                                                     functions["cluster_topology.settings"]())
+
+
 def _etcd_lock(functions, heal, key, node, token):
     """(the lock in the cluster's etcd, or None; why it is refused, or None). Another master's
     run under the same lock (it saw the same fault) is waited for, up to lock_ttl: once it ends,
     or its master dies and the lease runs out, this master checks the fault itself and repairs
     only what is left (_utils/k8sha_etcd_lock.py)."""
-    settings = functions["cluster_topology.settings"]()
-    try:
-        description = functions["cluster_topology.description"]()
-    except CommandExecutionError:
-        return None, None  # the orchestration names the description's faults
-    etcd = __utils__["k8sha_etcd_lock.cluster_etcd"](__opts__["cachedir"], description, settings)
+    etcd = _cluster_etcd(functions)
+    if etcd is None:
+        return None, None
     started = time.monotonic()
     lock, refused = __utils__["k8sha_etcd_lock.take"](etcd, key, __opts__["id"], node, token,
                                                       heal["etcd_lease_ttl"], wait=heal["lock_ttl"])

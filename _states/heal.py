@@ -17,7 +17,8 @@ catalogue (salt/k8sha/faults.yaml). The safety rules (docs/events-and-healing.md
 Too many failures send k8sha/heal/needs_human and stop all tries until the window has passed.
 Attempts and locks are kept in a JSON file on the master (k8sha:lookup:heal:state_dir); a lock
 is free as soon as the process that took it is gone (_utils/k8sha_heal.py). Each lock is also
-taken in the cluster's etcd on a lease, for other masters (_utils/k8sha_etcd_lock.py).
+taken in the cluster's etcd on a lease, and each outcome added to the attempt window kept there,
+for other masters (_utils/k8sha_etcd_lock.py).
 """
 
 import secrets
@@ -55,17 +56,26 @@ def _store():
     return __utils__["k8sha_heal.store"](__utils__["k8sha_master.heal_directory"](__opts__, _settings()))
 
 
-def _etcd_lock(key, holder, token):
-    """(the lock in the cluster's etcd, or None; why it is refused, or None). An invalid
-    description is not this step's to report: the build's next step names the fields."""
-    settings = _settings()
+def _cluster_etcd():
+    """The cluster's etcd with this master's credentials, or None. An invalid description is
+    not this step's to report: the build's next step names the fields."""
     try:
         description = __salt__["cluster_topology.description"]()
     except CommandExecutionError:
-        return None, None
-    etcd = __utils__["k8sha_etcd_lock.cluster_etcd"](__opts__["cachedir"], description, settings)
-    return __utils__["k8sha_etcd_lock.take"](etcd, key, __opts__["id"], holder, token,
-                                             settings["heal"]["etcd_lease_ttl"])
+        return None
+    return __utils__["k8sha_etcd_lock.cluster_etcd"](__opts__["cachedir"], description, _settings())
+
+
+def _etcd_lock(key, holder, token):
+    """(the lock in the cluster's etcd, or None; why it is refused, or None)."""
+    return __utils__["k8sha_etcd_lock.take"](_cluster_etcd(), key, __opts__["id"], holder, token,
+                                             _settings()["heal"]["etcd_lease_ttl"])
+
+
+def _failures(own, shared, now, window):
+    """Failed repairs within the window: every master's (etcd), and at least this master's own."""
+    count = __utils__["k8sha_heal.recent_failures"]
+    return max(count(own, now, window), count(shared or [], now, window))
 
 
 def _release_file_lock(key, token):
@@ -98,8 +108,9 @@ def permitted(name, node, token=None, detail=None):
     if __opts__["test"]:  # a dry run takes no lock and writes nothing
         __context__["k8sha_heal"] = {"lock": None, "token": None, "minion": node, "fault": name}
         return _ret(name, None, f"{name} repair of {node} would be considered (dry run: no lock taken)")
+    shared = util["k8sha_etcd_lock.shared_attempts"](_cluster_etcd(), f"{name}:{node}", now, heal["window"])
     with _store() as data:
-        failures = util["k8sha_heal.recent_failures"](data["attempts"].get(f"{name}:{node}", []), now, heal["window"])
+        failures = _failures(data["attempts"].get(f"{name}:{node}", []), shared, now, heal["window"])
         if failures >= heal["max_attempts"]:
             reason = f"{failures} failed repairs of {name} on {node} in the last {heal['window']} s: left to a human"
             _event("needs_human", {"fault": name, "minion": node, "reason": reason})
@@ -199,8 +210,11 @@ def recorded(name, ok=True):
         attempts.append([now, bool(ok)])
         data["attempts"][f"{name}:{minion}"] = attempts
         __utils__["k8sha_heal.count"](data, "repaired" if ok else "repair_failed")
+    etcd, pair = _cluster_etcd(), f"{name}:{minion}"
+    __utils__["k8sha_etcd_lock.record_attempt"](etcd, pair, now, ok, heal["window"])  # the masters' shared window
+    shared = __utils__["k8sha_etcd_lock.shared_attempts"](etcd, pair, now, heal["window"]) if not ok else None
     _event(f"{name}/result", {"minion": minion, "ok": bool(ok), "fault": name})
-    if not ok and __utils__["k8sha_heal.recent_failures"](attempts, now, heal["window"]) >= heal["max_attempts"]:
+    if not ok and _failures(attempts, shared, now, heal["window"]) >= heal["max_attempts"]:
         _event("needs_human", {"fault": name, "minion": minion,
                                "reason": f"{heal['max_attempts']} failed repairs in {heal['window']} s"})
     return _ret(name, comment=f"{name} repair of {minion}: {'healed' if ok else 'FAILED'}",

@@ -17,6 +17,10 @@ that of several masters that see one fault, one repairs it.
   Other locks (a load balancer's repair) go on with the file lock: two masters may then both
   repair one load balancer, which is harmless (a state apply), rather than leave it broken.
 
+Attempt windows (how many repairs of a fault on a node failed lately) are kept here too, under
+/k8sha/attempts/, so that the masters share one count: each outcome is appended by
+compare-and-swap on the key's revision. Without etcd a master counts its own (the heal file).
+
 Only the Python standard library: the master's Salt runs it as it is.
 """
 
@@ -32,6 +36,7 @@ import urllib.error
 import urllib.request
 
 PREFIX = "/k8sha/locks/"
+ATTEMPTS = "/k8sha/attempts/"             # <fault>:<node> -> [[unix time, ok], ...] within the window
 MEMBERSHIP = "control_plane"              # the lock of etcd's membership changes (joins, rejoins, removals)
 CN_PREFIX = "k8sha-salt-master:"          # what etcd_cluster.sign_client signs, and nothing else
 
@@ -90,6 +95,18 @@ class Etcd:
     def get(self, key):
         kvs = self.call("kv/range", {"key": _b64(key)}).get("kvs", [])
         return {"value": _text(kvs[0].get("value", "")), "lease": kvs[0].get("lease")} if kvs else None
+
+    def versioned(self, key):
+        """(the value of ``key`` or None, its mod revision: "0" when absent)."""
+        kvs = self.call("kv/range", {"key": _b64(key)}).get("kvs", [])
+        return (_text(kvs[0].get("value", "")), kvs[0].get("mod_revision", "0")) if kvs else (None, "0")
+
+    def put_if_unchanged(self, key, value, mod_revision):
+        """``key`` = ``value`` only if its mod revision is still ``mod_revision``: whether it was."""
+        answer = self.call("kv/txn", {
+            "compare": [{"key": _b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(mod_revision)}],
+            "success": [{"request_put": {"key": _b64(key), "value": _b64(value)}}]})
+        return bool(answer.get("succeeded"))
 
     def listing(self, prefix):
         """{key: {value, lease}} of every key under ``prefix``."""
@@ -166,6 +183,41 @@ def holders(etcd):
     return {key[len(PREFIX):]: {"holder": entry["value"], "lease": entry["lease"],
                                 "ttl_left": etcd.time_to_live(entry["lease"]) if entry["lease"] else None}
             for key, entry in etcd.listing(PREFIX).items()}
+
+
+def _attempts(text, now, window):
+    try:
+        found = json.loads(text or "[]")
+    except ValueError:
+        found = []
+    return [a for a in found if isinstance(a, list) and len(a) == 2 and now - a[0] < window]
+
+
+def shared_attempts(etcd, pair, now, window):
+    """The attempts at ``pair`` (<fault>:<node>) within ``window`` s, as every master recorded
+    them; None without etcd (no credentials, or it does not answer): the caller counts its own."""
+    if etcd is None:
+        return None
+    try:
+        return _attempts(etcd.versioned(ATTEMPTS + pair)[0], now, window)
+    except EtcdUnavailable:
+        return None
+
+
+def record_attempt(etcd, pair, at, ok, window, tries=5):
+    """The outcome appended to ``pair``'s attempts in etcd (older than ``window`` dropped), by
+    compare-and-swap: two masters recording at once both count. Whether it was recorded."""
+    if etcd is None:
+        return False
+    try:
+        for _ in range(tries):
+            text, revision = etcd.versioned(ATTEMPTS + pair)
+            attempts = _attempts(text, at, window) + [[at, bool(ok)]]
+            if etcd.put_if_unchanged(ATTEMPTS + pair, json.dumps(attempts), revision):
+                return True
+    except EtcdUnavailable:
+        return False
+    return False
 
 
 def records(etcd):

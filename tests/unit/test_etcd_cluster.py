@@ -317,3 +317,30 @@ def test_without_etcd_no_membership_change_starts_but_a_load_balancer_repair_goe
     # Before a master has credentials (no cluster yet), the heal file alone decides.
     assert LOCKS.cluster_etcd(str(tmp_path / "empty"), {"nodes": []}, {}) is None
     assert LOCKS.take(None, "control_plane", "master-a", "cp2", "t", ttl=15) == (None, None)
+
+
+def test_the_masters_share_one_attempt_window_and_concurrent_outcomes_all_count(etcd_members, tmp_path):
+    node, procs, port = etcd_members
+    first, second = (_master_etcd(node, port, tmp_path / m, m) for m in ("master-a", "master-b"))
+    now, window = time.time(), 900
+    assert LOCKS.shared_attempts(first, "haproxy:lb1", now, window) == []
+    assert LOCKS.record_attempt(first, "haproxy:lb1", now - 1000, False, window)  # outside the window
+    assert LOCKS.record_attempt(first, "haproxy:lb1", now - 10, False, window)
+    assert LOCKS.record_attempt(second, "haproxy:lb1", now - 5, True, window)
+    # Both masters at once: compare-and-swap retries, neither outcome is lost.
+    threads = [threading.Thread(target=LOCKS.record_attempt, args=(etcd, "haproxy:lb1", now, False, window))
+               for etcd in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seen = LOCKS.shared_attempts(second, "haproxy:lb1", now, window)
+    assert sorted(ok for _, ok in seen) == [False, False, False, True] and all(now - at < window for at, _ in seen)
+    assert LOCKS.shared_attempts(first, "keepalived:lb1", now, window) == []  # one window per fault and node
+    # Without etcd each master counts its own (the heal file): nothing shared is claimed.
+    for proc in procs.values():
+        proc.kill()
+        proc.wait()
+    assert LOCKS.shared_attempts(first, "haproxy:lb1", now, window) is None
+    assert LOCKS.record_attempt(first, "haproxy:lb1", now, False, window) is False
+    assert LOCKS.shared_attempts(None, "haproxy:lb1", now, window) is None
