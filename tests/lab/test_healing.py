@@ -8,6 +8,7 @@ Times are measured in bench/heal.py; the timeouts here only bound a broken syste
 
 import json
 import subprocess
+import threading
 import time
 
 from helpers.lab_session import API_PORT, LAB_CLI, LOAD_BALANCERS, REPO, VIP, config, master
@@ -16,21 +17,34 @@ CONTROL_PLANES = ("cp1", "cp2", "cp3")
 
 
 class EventLog:
-    """Events with tags matching a pattern on the master's bus, while the block runs."""
+    """Events with tags matching a pattern on the master's bus, while the block runs. The block
+    starts once the listener has seen a marker event: salt-run takes seconds to subscribe."""
+
+    MARKER = "listener-ready"
 
     def __init__(self, tagmatch):
-        self.tagmatch, self.lines = tagmatch, ""
+        self.tagmatch, self.lines, self._chunks = tagmatch, "", []
 
     def __enter__(self):
         self.proc = subprocess.Popen(
             master.salt_command("salt-run", "state.event", f"tagmatch={self.tagmatch}", "count=-1", "--out=json"),
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        time.sleep(1.5)
+        reader = threading.Thread(target=lambda: self._chunks.extend(iter(self.proc.stdout.readline, "")), daemon=True)
+        reader.start()
+        marker = self.tagmatch.replace("*", self.MARKER)
+        deadline = time.monotonic() + 60
+        while not any(marker in chunk for chunk in self._chunks):
+            assert time.monotonic() < deadline, f"salt-run state.event did not see {marker} within 60 s"
+            master.salt_json("salt-run", "event.send", marker, timeout=60)
+            time.sleep(1)
+        self._reader = reader
         return self
 
     def __exit__(self, *exc):
         self.proc.terminate()
-        self.lines, _ = self.proc.communicate(timeout=10)
+        self.proc.wait(timeout=10)
+        self._reader.join(timeout=10)
+        self.lines = "".join(self._chunks)
 
 
 def active(box, unit):
