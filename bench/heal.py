@@ -165,7 +165,7 @@ def master_lost_mid_rejoin():
     wait(lambda: etcd_healthy_members(survivor) == 3, 600, f"master {survivor} to complete the rejoin")
     took = round(time.monotonic() - lost, 2)
     master.start(pillar_dir=master.served_pillar_dir(survivor), which=killed)
-    wait(lambda: all_answer(killed), 180, f"every minion to answer master {killed} again")
+    wait(lambda: all_answer(killed), 300, f"every minion to answer master {killed} again")
     print(f"  master {killed} held the rejoin and was killed; master {survivor} completed it", flush=True)
     return took
 

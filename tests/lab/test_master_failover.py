@@ -62,8 +62,13 @@ def lock_records(which):
 
 
 def restore_master(lab, which):
+    """Master ``which`` started again; minions reconnect to it on their own retry schedule."""
     master.start(pillar_dir=lab.pillar_dir, which=which)
-    lab.wait_for(lambda: all_answer(which), 180, f"every minion to answer master {which} again", interval=3)
+    try:
+        lab.wait_for(lambda: all_answer(which), 300, f"every minion to answer master {which} again", interval=3)
+    except AssertionError:
+        print(f"\nanswering master {which}:", salt_on(which, "*", "test.ping", timeout=10))
+        raise
 
 
 def etcd_members_healthy(which):
