@@ -20,6 +20,7 @@ heal-unknown-fault:
 {%- set found = description.get('nodes', []) | selectattr('name', 'equalto', node) | list %}
 {%- set role = found[0].role if found else none %}
 {%- set jobs_timeout = salt['cluster_topology.settings']().heal.node_jobs_timeout %}
+{%- set state_run_timeout = salt['cluster_topology.settings']().heal.state_run_timeout %}
 {%- set repair_steps = ['node-idle'] %}
 
 heal-{{ fault }}-permitted:
@@ -91,8 +92,8 @@ heal-{{ fault }}-node-reset:
 heal-{{ fault }}-role-applied:
   salt.state:
     - tgt: {{ node | json }}
-    - queue: True            # a run started meanwhile: deferred (Salt 3008), its return awaited
-    - timeout: {{ jobs_timeout }}
+    - queue: True            # a run started meanwhile: deferred (Salt 3008), not refused
+    - timeout: {{ state_run_timeout }}  # then find_job: waited for while it runs, not once it is lost
     - highstate: True
     - onchanges:
       - heal-{{ fault }}-needed
@@ -118,8 +119,8 @@ heal-{{ fault }}-repaired:
 {%- set owner = salt['cluster_topology.config_owners'](role).get(detail, 'none') if repair.sls == 'owner_of_detail' and role else repair.sls %}
   salt.state:
     - tgt: {{ node | json }}
-    - queue: True            # a run started meanwhile: deferred (Salt 3008), its return awaited
-    - timeout: {{ jobs_timeout }}
+    - queue: True            # a run started meanwhile: deferred (Salt 3008), not refused
+    - timeout: {{ state_run_timeout }}  # then find_job: waited for while it runs, not once it is lost
     - sls: [{{ owner }}]
 {%- endif %}
     - onchanges:

@@ -81,6 +81,32 @@ def test_a_hand_edited_haproxy_config_is_put_back(lab):
                  "Salt to put haproxy.cfg back", interval=1)
 
 
+def test_a_repair_whose_node_stops_answering_mid_run_ends_and_frees_its_lock(lab):
+    """The node's minion is frozen (as a hung or powered-off machine) just as the repair's state
+    run is sent: the repair ends as failed once Salt's find_job gets no answer
+    (heal:state_run_timeout + gather_job_timeout, about 70 s), not after heal:node_jobs_timeout,
+    and frees its lock; HAProxy runs again once the minion answers."""
+    box = lab.machine("lb2")
+    offset = (config.MASTER_DIR / "log" / "master").stat().st_size
+    sent = "Executing state salt.state for [heal-haproxy-repaired]"
+    box.exec("systemctl", "stop", "haproxy")
+    lab.wait_for(lambda: sent in master_log_tail(offset), 60, "the repair's state run to be sent", interval=0.05)
+    box.exec("systemctl", "kill", "--signal=STOP", "salt-minion")
+    frozen = time.monotonic()
+    try:
+        def outcome():
+            return next((line for line in master_log_tail(offset).splitlines() if "heal: haproxy of lb2:" in line), None)
+        ended = lab.wait_for(outcome, 300, "the repair of HAProxy on lb2 to end")
+        print(f"\nthe repair ended {time.monotonic() - frozen:.0f} s after lb2's minion froze: {ended.split('heal: ')[-1]}")
+        assert ended.endswith("(orch.heal failed)"), "the state run returned before the minion froze: " + ended
+        data, _ = master.salt_json("salt-run", "heal.status")
+        status = data.get("data", data)
+        assert "haproxy:lb2" not in status["locks"] and "haproxy:lb2" not in status["etcd_locks"], status
+    finally:
+        box.exec("systemctl", "kill", "--signal=CONT", "salt-minion")
+    lab.wait_for(lambda: active(box, "haproxy"), 120, "HAProxy on lb2 once its minion answers", interval=1)
+
+
 def test_a_stopped_keepalived_is_started_again_by_salt(lab):
     box = lab.machine(lab.other(lab.one_holder()))
     box.exec("systemctl", "stop", "keepalived")
@@ -95,6 +121,13 @@ def etcd_health(lab, asked="cp1"):
 
 def master_log_since(offset):
     return (config.MASTER_DIR / "log" / "master").read_text(errors="replace")[offset:]
+
+
+def master_log_tail(offset):
+    """The master's log from byte ``offset`` on (read without the part before it)."""
+    with open(config.MASTER_DIR / "log" / "master", "rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")
 
 
 def master_log_size():

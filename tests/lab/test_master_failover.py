@@ -121,6 +121,12 @@ def test_a_fault_both_masters_see_is_repaired_exactly_once(lab, two_masters):
         print("\nlb1 runs:", salt_on("a", "lb1", "saltutil.running", timeout=15).get("lb1"))
         print("lb1's minion log:", *box.exec("tail", "-n", "40", "/var/log/salt/minion", check=False)
               .stdout.splitlines(), sep="\n  ")
+        for which in config.MASTERS:  # who holds haproxy:lb1, in each heal file and in etcd
+            status, _ = master.salt_json("salt-run", "heal.status", timeout=60, which=which)
+            print(f"master {which}'s heal.status:", {k: status.get(k) for k in ("locks", "etcd_locks", "pending")}
+                  if isinstance(status, dict) else status)
+        if not active(box, "haproxy"):  # the later tests start from a working lb1
+            box.exec("systemctl", "start", "haproxy", check=False)
         raise
     finally:
         for which, lines in heal_lines(offsets).items():
