@@ -13,6 +13,11 @@ bench/results/heal.json.
                        holding its rejoin's lock in etcd is killed once cp3's stale member is gone:
                        from that kill until the other master has completed the rejoin (3 healthy
                        members); the killed master is started again after each run
+  repair_lost_with_node  HAProxy stopped on a load balancer (lb1, lb2 in turn: each failed repair counts
+                       toward heal:max_attempts); its minion frozen (SIGSTOP, as a hung or powered-off
+                       node) the moment orch.heal sends the repair's state run: from the freeze until
+                       the repair has ended and freed its lock (heal:state_run_timeout + find_job);
+                       the minion is thawed and HAProxy awaited after each run
 
 "Healthy again" for the load-balancer faults: the daemon active on both load balancers and
 /healthz answering through the VIP.
@@ -114,6 +119,8 @@ def run_once(scenario):
         wait(lambda: etcd_healthy_members() == 3, 600, "3 healthy etcd members")
     elif scenario == "master_lost_mid_rejoin":
         return master_lost_mid_rejoin()
+    elif scenario == "repair_lost_with_node":
+        return repair_lost_with_node()
     else:
         raise ValueError(scenario)
     return round(time.monotonic() - started, 2)
@@ -170,19 +177,56 @@ def master_lost_mid_rejoin():
     return took
 
 
+def log_since(offset):
+    with open(config.MASTER_DIR / "log" / "master", "rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")
+
+
+def lock_free(key):
+    data, _ = master.salt_json("salt-run", "heal.status")
+    data = data.get("data", data)
+    return key not in data.get("locks", {}) and key not in (data.get("etcd_locks") or {})
+
+
+LOST_RUNS = []
+
+
+def repair_lost_with_node():
+    lb = LBS[len(LOST_RUNS) % 2]
+    LOST_RUNS.append(lb)
+    offset = (config.MASTER_DIR / "log" / "master").stat().st_size
+    box(lb).exec("systemctl", "stop", "haproxy")
+    wait(lambda: "Executing state salt.state for [heal-haproxy-repaired]" in log_since(offset), 60,
+         "the repair's state run to be sent")
+    box(lb).exec("systemctl", "kill", "--signal=STOP", "salt-minion")
+    frozen = time.monotonic()
+    try:
+        wait(lambda: f"heal: haproxy of {lb}:" in log_since(offset), 700, "the repair to end")
+        took = round(time.monotonic() - frozen, 2)
+        wait(lambda: lock_free(f"haproxy:{lb}"), 30, "the repair's lock to be freed")
+        if "(orch.heal failed)" not in log_since(offset):
+            raise SystemExit(f"the state run on {lb} returned before its minion froze: not a lost run")
+    finally:
+        box(lb).exec("systemctl", "kill", "--signal=CONT", "salt-minion")
+    wait(lbs_healthy("haproxy"), 180, f"HAProxy on {lb} once its minion answers")
+    return took
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--control-plane-runs", type=int, default=3)
     parser.add_argument("--scenarios", nargs="+", default=["haproxy_killed", "haproxy_stopped", "keepalived_stopped",
                                                           "config_edited", "control_plane_replaced",
-                                                          "master_lost_mid_rejoin"])
+                                                          "master_lost_mid_rejoin", "repair_lost_with_node"])
     args = parser.parse_args()
     if master.pid() is None or not box("cp3").running:
         raise SystemExit("the lab is not built: make lab-build (lab up, then orch.cluster)")
     results = {}
     for scenario in args.scenarios:
-        runs = args.control_plane_runs if scenario in ("control_plane_replaced", "master_lost_mid_rejoin") else args.runs
+        runs = args.control_plane_runs if scenario in ("control_plane_replaced", "master_lost_mid_rejoin",
+                                                       "repair_lost_with_node") else args.runs
         times = []
         for number in range(runs):
             times.append(run_once(scenario))
