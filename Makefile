@@ -23,7 +23,7 @@ help:
 	@echo "make lab-down         remove the lab: machines, namespaces, the master"
 	@echo "make bench-failover   failover figures in the lab (about 20 min), bench/results/"
 	@echo "make bench-converge   orch.cluster times: first run, re-run, 1/3/6 workers (about 40 min)"
-	@echo "make bench-heal       time from fault to healthy again, per scenario (about 25 min)"
+	@echo "make bench-heal       time from fault to healthy again, per scenario (about 30 min)"
 	@echo "make bench-storm      1,000 events with a real fault inside (about 5 min on a built lab)"
 	@echo "make bench-day2       day-2 operations: duration and failed requests through the VIP (snapshot, remove, add, restore, certs, upgrade)"
 	@echo "make clean            remove the venv and pytest's cache"

@@ -39,7 +39,7 @@ from lablib import config, machine, master  # noqa: E402
 
 LAB = str(REPO / "lab" / "lab")
 RESULTS = REPO / "bench" / "results"
-API = config.description()["api"]  # the served description (make bench-heal: pillar/)
+API = config.description(master.served_pillar_dir("a"))["api"]  # what the lab's master serves (make bench-heal: pillar/)
 VIP, API_PORT = API["vip"], API["port"]
 LBS = ("lb1", "lb2")
 
@@ -230,7 +230,8 @@ def main():
         times = []
         for number in range(runs):
             times.append(run_once(scenario))
-            print(f"{scenario} run {number + 1}: healthy again after {times[-1]} s", flush=True)
+            ended = "the repair ended" if scenario == "repair_lost_with_node" else "healthy again"
+            print(f"{scenario} run {number + 1}: {ended} after {times[-1]} s", flush=True)
         results[scenario] = {"median": statistics.median(times), "min": min(times), "max": max(times), "runs": times,
                              "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     master.stop(which="b")
