@@ -87,15 +87,15 @@ def test_a_repair_whose_node_stops_answering_mid_run_ends_and_frees_its_lock(lab
     (heal:state_run_timeout + gather_job_timeout, about 70 s), not after heal:node_jobs_timeout,
     and frees its lock; HAProxy runs again once the minion answers."""
     box = lab.machine("lb2")
-    offset = (config.MASTER_DIR / "log" / "master").stat().st_size
+    offset = master_log_size()
     sent = "Executing state salt.state for [heal-haproxy-repaired]"
     box.exec("systemctl", "stop", "haproxy")
-    lab.wait_for(lambda: sent in master_log_tail(offset), 60, "the repair's state run to be sent", interval=0.05)
+    lab.wait_for(lambda: sent in master_log_since(offset), 60, "the repair's state run to be sent", interval=0.05)
     box.exec("systemctl", "kill", "--signal=STOP", "salt-minion")
     frozen = time.monotonic()
     try:
         def outcome():
-            return next((line for line in master_log_tail(offset).splitlines() if "heal: haproxy of lb2:" in line), None)
+            return next((line for line in master_log_since(offset).splitlines() if "heal: haproxy of lb2:" in line), None)
         ended = lab.wait_for(outcome, 300, "the repair of HAProxy on lb2 to end")
         print(f"\nthe repair ended {time.monotonic() - frozen:.0f} s after lb2's minion froze: {ended.split('heal: ')[-1]}")
         assert ended.endswith("(orch.heal failed)"), "the state run returned before the minion froze: " + ended
@@ -120,11 +120,7 @@ def etcd_health(lab, asked="cp1"):
 
 
 def master_log_since(offset):
-    return (config.MASTER_DIR / "log" / "master").read_text(errors="replace")[offset:]
-
-
-def master_log_tail(offset):
-    """The master's log from byte ``offset`` on (read without the part before it)."""
+    """The master's log from byte ``offset`` (master_log_size) on, without reading what is before it."""
     with open(config.MASTER_DIR / "log" / "master", "rb") as log:
         log.seek(offset)
         return log.read().decode(errors="replace")
@@ -132,7 +128,7 @@ def master_log_tail(offset):
 
 def master_log_size():
     path = config.MASTER_DIR / "log" / "master"
-    return len(path.read_text(errors="replace")) if path.exists() else 0
+    return path.stat().st_size if path.exists() else 0
 
 
 def test_forged_events_change_nothing(lab):
