@@ -179,6 +179,18 @@ def build_view(desc, minion_id):
     return view
 
 
+def node_registration(minion_id=None):
+    """kubeadm's nodeRegistration for this node's init or join (_utils/k8sha_kubeadm.py)."""
+    here = view(minion_id)
+    return __utils__["k8sha_kubeadm.node_registration"](here["node"], here["cluster"]["kubernetes"]["version"],
+                                                         settings()["kubernetes"])
+
+
+def kubeadm_api_version(minion_id=None):
+    """kubeadm's configuration API for the description's Kubernetes version."""
+    return __utils__["k8sha_kubeadm.api_version"](view(minion_id)["cluster"]["kubernetes"]["version"])
+
+
 def _minion_id():
     return __opts__["id"]
 

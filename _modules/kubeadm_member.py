@@ -239,7 +239,7 @@ def join():
     material = _material(current["node"])
     config = __utils__["k8sha_kubeadm.join_configuration"](topology["node"], material, topology["cluster"]["api"],
                                 topology["cluster"]["kubernetes"]["version"],
-                                __salt__["cluster_topology.settings"]()["kubernetes"]["cri_socket"])
+                                __salt__["cluster_topology.settings"]()["kubernetes"])
     with _private_config([config]) as path:
         code, _, output = _kubeadm(["join", "--config", path],
                                    secrets=[material["token"], material.get("certificate_key")])

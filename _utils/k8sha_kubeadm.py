@@ -31,15 +31,34 @@ def issuing_configuration(managed, node, material):
     return [managed["ClusterConfiguration"], init]
 
 
-def join_configuration(node, material, api, kubernetes_version, cri_socket):
+def api_version(kubernetes_version):
+    """kubeadm's configuration API: v1beta4 from Kubernetes 1.31 on, v1beta3 before (pure)."""
+    return "kubeadm.k8s.io/v1beta4" if int(str(kubernetes_version).split(".")[1]) >= 31 else "kubeadm.k8s.io/v1beta3"
+
+
+def node_registration(node, kubernetes_version, kubernetes_settings):
+    """The nodeRegistration of this node's init or join (pure; one source for both):
+    its name, the CRI socket, the kubelet's node IP (the description's address: on a node with
+    several interfaces, or none with a default route, the kubelet would guess), and the preflight
+    checks to ignore, each by name (kubernetes:ignore_preflight_errors)."""
+    args = {"node-ip": node["address"]}
+    v1beta4 = api_version(kubernetes_version).endswith("v1beta4")
+    registration = {"name": node["name"], "criSocket": kubernetes_settings["cri_socket"],
+                    "kubeletExtraArgs": [{"name": k, "value": v} for k, v in sorted(args.items())] if v1beta4 else args}
+    ignored = kubernetes_settings.get("ignore_preflight_errors") or []
+    if ignored:
+        registration["ignorePreflightErrors"] = sorted(ignored)
+    return registration
+
+
+def join_configuration(node, material, api, kubernetes_version, kubernetes_settings):
     """kubeadm's JoinConfiguration for ``node`` (pure function; holds secrets: written 0600)."""
-    minor = int(str(kubernetes_version).split(".")[1])
     config = {
-        "apiVersion": "kubeadm.k8s.io/v1beta4" if minor >= 31 else "kubeadm.k8s.io/v1beta3",
+        "apiVersion": api_version(kubernetes_version),
         "kind": "JoinConfiguration",
         "discovery": {"bootstrapToken": {"apiServerEndpoint": f"{api['vip']}:{api['port']}",
                                          "token": material["token"], "caCertHashes": [material["ca_cert_hash"]]}},
-        "nodeRegistration": {"name": node["name"], "criSocket": cri_socket},
+        "nodeRegistration": node_registration(node, kubernetes_version, kubernetes_settings),
     }
     if material.get("control_plane"):
         config["controlPlane"] = {"localAPIEndpoint": {"advertiseAddress": node["address"], "bindPort": api["port"]},

@@ -10,6 +10,9 @@ base:
     - cluster
 {%- if opts.get('k8sha_lab') %}
     - lab
+{%- if opts.get('k8sha_lab_kubernetes') == 'real' %}
+    - lab_kubernetes
+{%- endif %}
 {%- endif %}
 {%- if load_balancers %}
   '{{ load_balancers | join(",") }}':

@@ -8,14 +8,38 @@ import subprocess
 import sys
 import time
 
-from . import config, machine, master, monitoring, net, secgroups
+from . import config, gobuild, images, machine, master, monitoring, net, repos, secgroups
 from .run import LabError, run
+
+
+def build_kubernetes(versions=None):
+    """Every binary (lab/lablib/gobuild.py), then the repositories and images made of them.
+    Returns the images' OCI layouts."""
+    runtime, releases = gobuild.build_all(versions)
+    repos.runtime_debs(runtime)
+    layouts = {}
+    for version, bins in releases.items():
+        repos.kubernetes_repo(version, runtime)
+        layouts.update(images.build_release(version, bins))
+    return layouts
+
+
+def cmd_build(args):
+    build_kubernetes(args.versions or None)
+
+
+def cmd_pin(args):
+    print(f"lab: pinned {gobuild.pin(args.component, args.version)}")
 
 
 def cmd_up(args):
     """The bridge and the salt-master; the machines come from orch.cluster (salt-cloud)."""
     net.refuse_if_routed_on_host()
     started = time.monotonic()
+    if args.kubernetes:
+        config.LAB_DIR.mkdir(parents=True, exist_ok=True)
+        config.KUBERNETES_MODE_FILE.write_text(args.kubernetes)
+    layouts = build_kubernetes() if config.kubernetes_mode() == "real" else {}
     build = subprocess.run([machine.IMAGE_BUILD])
     if build.returncode != 0:
         raise LabError("building the lab image failed (see above)")
@@ -28,6 +52,8 @@ def cmd_up(args):
     master.start(pillar_dir=pillar_dir)
     monitoring.start(config.MASTER_DIR / "cache" / "k8sha-heal", config.description(pillar_dir),
                      config.defaults()["k8sha"]["ports"])
+    if layouts:
+        images.serve(layouts)
     print(f"lab: salt-master up in namespace {config.MASTER_NS} at {config.MASTER_ADDRESS} "
           f"(pillar: {pillar_dir or config.REPO / 'pillar'}); Prometheus at {monitoring.prometheus_url()}")
     if args.second_master:
@@ -71,10 +97,10 @@ def leftover_report():
     machines = [p.name for p in pathlib.Path("/run/systemd/machines").glob(f"{config.PREFIX}-*")]
     if machines:
         found.append("machine files " + ", ".join(machines))
-    for hierarchy in ("systemd", "unified"):
-        cgroups = [p.name for p in pathlib.Path(f"/sys/fs/cgroup/{hierarchy}").glob(f"{config.PREFIX}-*")]
+    for own in machine.own_cgroups():
+        cgroups = [p.name for p in own.glob(f"{config.PREFIX}-*")]
         if cgroups:
-            found.append(f"cgroups ({hierarchy}) " + ", ".join(cgroups))
+            found.append(f"cgroups ({own}) " + ", ".join(cgroups))
     found += [f"salt-master {which} pid {master.pid(which)}" for which in config.MASTERS if master.pid(which)]
     found += [f"{name} pid {pid}" for name, pid in monitoring.pids().items()]
     return found
@@ -148,7 +174,19 @@ def main(argv=None):
     up.add_argument("--second-master", action="store_true",
                     help="also start a second salt-master (hot multi-master, shared keys): every machine "
                          "connects to both; LAB_MASTER=b lab/lab salt ... talks to it")
+    up.add_argument("--kubernetes", choices=("real", "standin"),
+                    help="the Kubernetes the machines run, kept for later commands: real (built from its Go "
+                         "modules by lab/lab build) or the stand-in")
     up.set_defaults(func=cmd_up)
+    build = sub.add_parser("build", help="build the lab's Kubernetes (every pinned release, or those named), "
+                                         "containerd, runc, etcd, CNI plugins, CoreDNS from their Go modules, "
+                                         "then its package repositories and images")
+    build.add_argument("versions", nargs="*", metavar="VERSION", help="e.g. v1.36.3 (pinned in lab/build/kubernetes/)")
+    build.set_defaults(func=cmd_build)
+    pin = sub.add_parser("pin", help="write and pin (go.mod, go.sum) the module that builds a component's version")
+    pin.add_argument("component", choices=sorted(gobuild.COMPONENTS))
+    pin.add_argument("version")
+    pin.set_defaults(func=cmd_pin)
     sub.add_parser("down", help="remove every machine, namespace, mount and process of the lab").set_defaults(func=cmd_down)
     sub.add_parser("status", help="the master and each machine").set_defaults(func=cmd_status)
     shell = sub.add_parser("shell", help="a shell (or a command) inside a machine")

@@ -34,6 +34,17 @@ MACHINES_DIR = LAB_DIR / "machines"
 MASTER_DIR = LAB_DIR / "master"
 SECOND_MASTER_DIR = LAB_DIR / "master-b"
 SALT_CONFIG_DIR = MASTER_DIR / "etc" / "salt"
+# Which Kubernetes the lab's nodes run: "real" (built from its modules: lab/lablib/gobuild.py) or,
+# until every lab test runs on it, "standin" (lab/standin). `lab up --kubernetes real` records it here.
+KUBERNETES_MODE_FILE = LAB_DIR / "kubernetes-mode"
+
+
+def kubernetes_mode():
+    mode = os.environ.get("LAB_KUBERNETES") or (
+        KUBERNETES_MODE_FILE.read_text().strip() if KUBERNETES_MODE_FILE.exists() else "standin")
+    if mode not in ("real", "standin"):
+        raise ValueError(f"LAB_KUBERNETES={mode!r}: 'real' or 'standin'")
+    return mode
 VENV_BIN = REPO / ".venv" / "bin"
 
 

@@ -51,6 +51,13 @@ class Machine:
     def running(self):
         return self.leader is not None
 
+    def cgroups(self):
+        """The machine's own cgroup in every hierarchy (lab/machine-launcher lists them)."""
+        listed = self.dir / "cgroups"
+        paths = listed.read_text().split() if listed.exists() else []
+        return [pathlib.Path(p) for p in paths] or [pathlib.Path(f"/sys/fs/cgroup/{h}/{self.machine}")
+                                                    for h in ("systemd", "unified")]
+
     def memory_mib(self):
         """Resident memory of every process in the machine's cgroup (the host has no cgroup2 memory controller)."""
         return rss_mib(pathlib.Path(f"/sys/fs/cgroup/unified/{self.machine}"))
@@ -66,6 +73,9 @@ class Machine:
         for sub in ("upper", "work", "merged"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         (self.dir / "address").write_text(address)
+        if config.kubernetes_mode() == "real":
+            # lab/machine-launcher then gives it what a Kubernetes node needs of its container.
+            (self.dir / "kubernetes-node").touch()
         self._mount()
         for path, content in (files or {}).items():
             target = self.root / path.lstrip("/")
@@ -164,8 +174,8 @@ class Machine:
     def _cleanup(self):
         pathlib.Path(f"/run/systemd/machines/{self.machine}").unlink(missing_ok=True)
         shutil.rmtree(f"/run/systemd/nspawn/propagate/{self.machine}", ignore_errors=True)
-        for hierarchy in ("systemd", "unified"):
-            remove_cgroup(pathlib.Path(f"/sys/fs/cgroup/{hierarchy}/{self.machine}"))
+        for cgroup in self.cgroups():
+            remove_cgroup(cgroup)
         if subprocess.run(["mountpoint", "-q", str(self.root)]).returncode == 0:
             run("umount", self.root, check=False)
 
@@ -187,6 +197,25 @@ def remove_cgroup(path):
         path.rmdir()
     except OSError:
         pass
+
+
+def own_cgroups():
+    """This process's cgroup in every hierarchy, as a path under its mount (where
+    lab/machine-launcher makes each machine's own)."""
+    mounts = {}
+    for line in open("/proc/self/mounts"):
+        _, target, fstype, options = line.split()[:4]
+        if fstype == "cgroup2":
+            mounts.setdefault("", target)
+        elif fstype == "cgroup":
+            for option in options.split(","):
+                mounts.setdefault(option, target)
+    found = []
+    for line in open("/proc/self/cgroup"):
+        _, controllers, own = line.rstrip("\n").split(":", 2)
+        if controllers in mounts:
+            found.append(pathlib.Path(mounts[controllers] + own.rstrip("/")))
+    return found
 
 
 def all_machines():

@@ -76,6 +76,8 @@ def master_config(pillar_dir=None, which="a"):
         "enable_fqdns_grains": False,
         # pillar/top.sls adds pillar/lab.sls (stand-in package source, the host's kernel).
         "k8sha_lab": True,
+        # pillar/top.sls adds pillar/lab_kubernetes.sls when the nodes run the real Kubernetes.
+        "k8sha_lab_kubernetes": config.kubernetes_mode(),
         # Events -> healing orchestrations (docs/events-and-healing.md), as a production master would have them.
         "reactor": reactors(),
         "schedule": schedule(),

@@ -1,6 +1,7 @@
 """The lab's monitoring: a real Prometheus (Debian's package) in the master's namespace scraping
 each load balancer's HAProxy exporter and node-exporter, and a node-exporter of the master's own
-figures (the heal file's k8sha_heal.prom). Started with the master, stopped with it."""
+figures (the heal file's k8sha_heal.prom). Started with the master, stopped with it.
+With the real Kubernetes, the lab's image registry runs here too (lab/lablib/images.py)."""
 
 import json
 import os
@@ -69,8 +70,20 @@ def start(heal_dir, description, ports):
                           "--storage.tsdb.retention.time=1d"])
 
 
+SERVICES = ("prometheus", "node-exporter", "registry")
+
+
+def start_registry(crane, port, data_dir):
+    """crane's registry (go-containerregistry), blobs on disk; manifests live in its memory, so
+    lab/lablib/images.py pushes every image again after a start (the blobs are not sent twice)."""
+    DIR.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _spawn("registry", [str(crane), "registry", "serve", "--address", f"{config.MASTER_ADDRESS}:{port}",
+                        "--disk", str(data_dir)])
+
+
 def stop(timeout=10):
-    for name in ("prometheus", "node-exporter"):
+    for name in SERVICES:
         pid = _pid(name)
         if not pid:
             continue
@@ -83,7 +96,7 @@ def stop(timeout=10):
 
 
 def pids():
-    return {name: _pid(name) for name in ("prometheus", "node-exporter") if _pid(name)}
+    return {name: _pid(name) for name in SERVICES if _pid(name)}
 
 
 def query(expression, timeout=5):

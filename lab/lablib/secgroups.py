@@ -22,6 +22,17 @@ STATE = config.LAB_DIR / "security-groups.json"
 # The masters' ports (the second one's whether or not it runs): their namespaces.
 MASTER_PORTS = {"master": config.MASTER_NS, "master-b": config.SECOND_MASTER_NS}
 MASTER_GROUP = "k8sha-salt-master"
+# The lab's image registry (lab/lablib/images.py) runs beside the first master: the lab's own
+# group opens it to the lab's network. Production nodes pull from their registries (or mirrors).
+REGISTRY_GROUP = "k8sha-lab-registry"
+REGISTRY_PORT = 5000
+
+
+def lab_groups():
+    """The lab's own groups (pure), added to those orch.provision computes."""
+    return {REGISTRY_GROUP: [{"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+                              "port_range_min": REGISTRY_PORT, "port_range_max": REGISTRY_PORT,
+                              "remote_ip_prefix": str(config.NETWORK)}]}
 
 
 def load():
@@ -83,9 +94,9 @@ def apply(state=None):
 def set_groups(groups):
     """The groups and their rules (orch.provision); the masters' ports join their group."""
     state = load()
-    state["groups"] = groups
+    state["groups"] = {**groups, **lab_groups()}
     for port in MASTER_PORTS:
-        state["ports"][port] = [MASTER_GROUP] if MASTER_GROUP in groups else []
+        state["ports"][port] = [MASTER_GROUP, REGISTRY_GROUP] if MASTER_GROUP in groups else []
     _save(state)
     apply(state)
 

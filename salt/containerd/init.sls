@@ -5,11 +5,17 @@
 
 include:
   - base
+  - base.debian_repo          # containerd comes from the node's distribution (or the lab's mirror)
   - kubernetes.prerequisites
 
 containerd-package:
   pkg.installed:
     - name: {{ containerd.package }}
+{%- if containerd.version %}
+    - version: '{{ containerd.version }}'
+{%- endif %}
+    - require:
+      - sls: base.debian_repo
 
 containerd-config-checker:
   file.managed:
@@ -31,10 +37,27 @@ containerd-config:
     # containerd's own parser checks the candidate before it replaces the live file.
     - check_cmd: {{ settings.libexec_dir }}/check-containerd-config
     - context:
-        sandbox_image: {{ containerd.sandbox_image | json }}
+        containerd: {{ containerd | json }}
     - require:
       - pkg: containerd-package
       - file: containerd-config-checker
+{%- for registry, mirror in containerd.registry_mirrors | dictsort %}
+
+containerd-mirror-{{ registry }}:
+  file.managed:
+    - name: {{ containerd.certs_dir }}/{{ registry }}/hosts.toml
+    - source: salt://containerd/files/hosts.toml.jinja
+    - template: jinja
+    - makedirs: True
+    - mode: '0644'
+    - context:
+        registry: {{ registry | json }}
+        mirror: {{ mirror | json }}
+    - require:
+      - pkg: containerd-package
+    - watch_in:
+      - service: containerd-service
+{%- endfor %}
 
 containerd-service:
   service.running:

@@ -46,16 +46,24 @@ def test_join_configuration_for_a_control_plane_and_a_worker():
     material = {"token": "abcdef.0123456789abcdef", "ca_cert_hash": "sha256:" + "0" * 64,
                 "control_plane": True, "certificate_key": "f" * 64}
     socket = "unix:///run/containerd/containerd.sock"
-    config = kubeadm_documents.join_configuration({"name": "cp2", "address": "198.51.100.22"}, material, api, "1.31", socket)
+    settings = {"cri_socket": socket, "ignore_preflight_errors": ["SystemVerification"]}
+    config = kubeadm_documents.join_configuration({"name": "cp2", "address": "198.51.100.22"}, material, api, "1.31",
+                                                  settings)
     assert config["apiVersion"] == "kubeadm.k8s.io/v1beta4" and config["kind"] == "JoinConfiguration"
     assert config["discovery"]["bootstrapToken"] == {"apiServerEndpoint": "198.51.100.100:6443",
                                                      "token": material["token"], "caCertHashes": [material["ca_cert_hash"]]}
     assert config["controlPlane"] == {"localAPIEndpoint": {"advertiseAddress": "198.51.100.22", "bindPort": 6443},
                                       "certificateKey": "f" * 64}
     worker = kubeadm_documents.join_configuration({"name": "worker1", "address": "198.51.100.31"},
-                                               dict(material, control_plane=False), api, "1.30.4", socket)
+                                               dict(material, control_plane=False), api, "1.30.4",
+                                               dict(settings, ignore_preflight_errors=[]))
     assert "controlPlane" not in worker and worker["apiVersion"] == "kubeadm.k8s.io/v1beta3"
-    assert worker["nodeRegistration"] == {"name": "worker1", "criSocket": socket}
+    # The kubelet's node IP is the description's address; v1beta3 takes its arguments as a map.
+    assert worker["nodeRegistration"] == {"name": "worker1", "criSocket": socket,
+                                          "kubeletExtraArgs": {"node-ip": "198.51.100.31"}}
+    assert config["nodeRegistration"] == {"name": "cp2", "criSocket": socket,
+                                          "kubeletExtraArgs": [{"name": "node-ip", "value": "198.51.100.22"}],
+                                          "ignorePreflightErrors": ["SystemVerification"]}
 
 
 def test_machines_are_mapped_from_the_description_one_profile_per_role():

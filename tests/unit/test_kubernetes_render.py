@@ -130,8 +130,11 @@ def test_the_lab_installs_the_same_packages_from_its_local_repository(minion):
     assert state_args(states, "kubernetes-apt-repository")["name"] == "deb [trusted=yes] file:/opt/k8sha-lab/apt/v1.31/ /"
     assert "kubernetes-apt-keyring-directory" not in states
     assert state_args(states, "kubernetes-packages")["hold"] is True
-    # The lab's machines share the host's kernel: no modules, sysctls or swap changes.
-    assert not [s for s in states if s.startswith(("kubernetes-kernel-module", "kubernetes-sysctl", "kubernetes-swap"))]
+    # The lab's machines share the host's kernel: no modules or swap changes; the sysctls belong to
+    # the machine's own network namespace and are set (kubeadm's preflight checks ip_forward).
+    assert not [s for s in states if s.startswith(("kubernetes-kernel-module", "kubernetes-swap"))]
+    assert state_args(states, "kubernetes-sysctl-net.ipv4.ip_forward")["value"] == 1
+    assert "require" not in state_args(states, "kubernetes-sysctl-net.ipv4.ip_forward")
     assert "kubernetes-kernel-prerequisites-left-to-the-host" in states
     assert "containerd-service" in states
 
