@@ -16,7 +16,10 @@ METRICS_SOURCES = "metrics sources"
 # The zone opens etcd's ports already (to the control planes, as the security groups allow):
 # this flow only adds the masters to the security groups.
 SALT_MASTERS = "salt-masters"
+# Source of the pod network's flows: the description's kubernetes:pod_cidr (pods' own addresses).
+POD_NETWORK = "pod network"
 RESTRICTED = (METRICS_SOURCES, SALT_MASTERS)
+KUBERNETES_ROLES = ("control_plane", "worker")
 
 
 def __virtual__():
@@ -35,10 +38,16 @@ def flows(description, ports):
     etcd = (int(ports["etcd_client"]), int(ports["etcd_peer"]))
     control_plane = ["control_plane"]
 
-    def flow(role, port, sources, why):
-        return {"role": role, "protocol": "tcp", "ports": _range(port), "sources": sources, "why": why}
+    def flow(role, port, sources, why, protocol="tcp"):
+        return {"role": role, "protocol": protocol, "ports": None if port is None else _range(port),
+                "sources": sources, "why": why}
 
-    return [
+    # The routed pod network (salt/kubernetes/network.sls): pods reach pods on every node, every
+    # protocol, from the pods' addresses or (masqueraded, or a node's own) from the nodes'.
+    pods = [flow(role, None, sources, why, protocol=None) for role in KUBERNETES_ROLES for sources, why in (
+        (list(KUBERNETES_ROLES), "the pod network: pods and Services between nodes"),
+        (POD_NETWORK, "the pod network: pods' own addresses"))]
+    return pods + [
         flow("loadbalancer", api, ANYWHERE, "clients reach the API through the VIP"),
         flow("control_plane", api, ["loadbalancer", "control_plane"], "HAProxy's backends and health checks"),
         flow("control_plane", (min(etcd), max(etcd)), control_plane, "etcd clients and peers"),
@@ -60,13 +69,32 @@ def _entry(flow):
 
 def zone_ports_of(flows_, role):
     """firewalld's `port/protocol` entries for ``role``: the ports open to every address the
-    security groups let through (pure)."""
-    return [_entry(f) for f in flows_ if f["role"] == role and f["sources"] not in RESTRICTED]
+    security groups let through (pure). The pod network's flows are the zone's trusted sources."""
+    return [_entry(f) for f in flows_ if f["role"] == role and f["sources"] not in RESTRICTED and f["ports"]]
 
 
 def metrics_ports_of(flows_, role):
     """`port/protocol` of ``role`` open only to the metrics sources (rich rules in the zone; pure)."""
     return [_entry(f) for f in flows_ if f["role"] == role and f["sources"] == METRICS_SOURCES]
+
+
+def pod_network_sources_of(flows_, role, description):
+    """The sources the pod network's flows let reach ``role`` on every port (pure): the
+    Kubernetes nodes' addresses and the pod CIDR, as CIDRs (the firewall zone accepts them)."""
+    found = []
+    for f in flows_:
+        if f["role"] != role or f["ports"] is not None or f["protocol"] is not None:
+            continue
+        if f["sources"] == POD_NETWORK:
+            found.append(description["kubernetes"]["pod_cidr"])
+        else:
+            found += [f"{n['address']}/32" for n in description["nodes"] if n["role"] in f["sources"]]
+    return list(dict.fromkeys(found))
+
+
+def pod_network_sources(role):
+    """The sources the firewall zone of ``role`` accepts on every port (the pod network)."""
+    return pod_network_sources_of(current(), role, __salt__["cluster_topology.description"]())
 
 
 def current():

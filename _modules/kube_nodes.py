@@ -32,19 +32,20 @@ def _redact(text):
     return __utils__["k8sha_kubeadm.redact"](text, ())
 
 
-def _kubectl(args, timeout=30):
-    """kubectl with admin.conf: (returncode, stdout, stderr)."""
+def _kubectl(args, timeout=30, kubeconfig=None):
+    """kubectl with admin.conf (or another of kubeadm's kubeconfigs): (returncode, stdout, stderr)."""
     kubectl = _settings().get("kubectl", "kubectl")
+    kubeconfig = kubeconfig or f"{_settings()['config_dir']}/admin.conf"
     try:
-        result = subprocess.run([kubectl, "--kubeconfig", f"{_settings()['config_dir']}/admin.conf", *args],
+        result = subprocess.run([kubectl, "--kubeconfig", kubeconfig, *args],
                                 capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise CommandExecutionError(f"kubectl {' '.join(args)}: {exc}") from None
     return result.returncode, result.stdout, _redact(result.stderr.strip())
 
 
-def _nodes():
-    code, out, err = _kubectl(["get", "nodes", "-o", "json"])
+def _nodes(kubeconfig=None):
+    code, out, err = _kubectl(["get", "nodes", "-o", "json"], kubeconfig=kubeconfig)
     if code != 0:
         raise CommandExecutionError(f"kubectl get nodes: {err}")
     return json.loads(out).get("items", [])
@@ -53,6 +54,19 @@ def _nodes():
 def _is_ready(item):
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in item.get("status", {}).get("conditions", []))
+
+
+def _internal_ip(item):
+    return next((a["address"] for a in item.get("status", {}).get("addresses", []) if a.get("type") == "InternalIP"),
+                None)
+
+
+def pod_networks():
+    """{node: {cidr, address}}: the pod CIDR the controller-manager gave each node (None until
+    then) and its InternalIP (kubectl with admin.conf: a control plane's view; a kubelet may read
+    only its own Node)."""
+    return {i["metadata"]["name"]: {"cidr": i.get("spec", {}).get("podCIDR"), "address": _internal_ip(i)}
+            for i in _nodes()}
 
 
 def ready():

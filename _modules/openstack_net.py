@@ -88,12 +88,14 @@ def cluster_rules(description, admin_sources, flows, metrics_sources=(), master_
     ssh = [_rule("tcp", 22, source) for source in admin_sources]
     groups = {GROUPS[role]: list(ssh) for role in by_role}
     for flow in flows:
-        if flow["sources"] in ("anywhere", "metrics sources", "salt-masters"):
+        if flow["sources"] in ("anywhere", "metrics sources", "salt-masters", "pod network"):
             sources = {"anywhere": ["0.0.0.0/0"], "metrics sources": list(metrics_sources),
-                       "salt-masters": list(master_sources)}[flow["sources"]]
+                       "salt-masters": list(master_sources),
+                       "pod network": [description["kubernetes"]["pod_cidr"]]}[flow["sources"]]
         else:
             sources = [a for r in flow["sources"] for a in by_role[r]]
-        groups[GROUPS[flow["role"]]] += [_rule(flow["protocol"], tuple(flow["ports"]), s) for s in sources]
+        ports = tuple(flow["ports"]) if flow["ports"] else None
+        groups[GROUPS[flow["role"]]] += [_rule(flow["protocol"], ports, s) for s in sources]
     groups[GROUPS["loadbalancer"]] += [_rule(VRRP, None, peer) for peer in by_role["loadbalancer"]]
     groups["k8sha-salt-master"] = [_rule("tcp", SALT_PORTS, f"{n['address']}/32") for n in nodes]
     return groups

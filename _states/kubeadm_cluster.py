@@ -184,3 +184,38 @@ def _join(name, pending, roles, issuer):
         return _ret(name, False, "kubeadm join failed: " + "; ".join(failures), changes)
     return _ret(name, comment=f"joined {', '.join(joined)} (material issued by {issuer}, then revoked)",
                 changes=changes)
+
+
+def pod_network_ready(name, nodes):
+    """kubernetes.network on each of ``nodes`` with the pod CIDRs a control plane's API reports
+    (pillar k8sha_pod_network: the routes change on every node whenever one joins or leaves)."""
+    try:
+        issuer = _issuer(__salt__["cluster_topology.members"]("control_plane"))
+    except RuntimeError as exc:
+        return _ret(name, False, str(exc))
+    ok, networks = _cmd([issuer], "kube_nodes.pod_networks", timeout=60).get(issuer, (False, "no answer"))
+    if not ok:
+        return _ret(name, False, f"{issuer}: kube_nodes.pod_networks: {_error(networks)}")
+    missing = [n for n in nodes if not (networks.get(n) or {}).get("cidr")]
+    if missing:
+        return _ret(name, False, f"no pod CIDR yet for {', '.join(missing)} (the API on {issuer} lists "
+                                 f"{', '.join(sorted(networks)) or 'no node'}): are they joined?")
+    changes, failed = {}, []
+    for node in nodes:
+        pillar = {"k8sha_pod_network": __utils__["k8sha_kubeadm.pod_network_of"](networks, node)}
+        answer = __salt__["saltutil.cmd"]([node], "state.sls", arg=["kubernetes.network"], tgt_type="list",
+                                          kwarg={"pillar": pillar, "test": __opts__["test"], "queue": True},
+                                          timeout=120).get(node, {})
+        results = answer.get("ret") if isinstance(answer.get("ret"), dict) else {}
+        if answer.get("retcode") or not results:
+            failed.append(f"{node}: {answer.get('ret') or 'no answer'}")
+            continue
+        changed = sorted(r["__id__"] for r in results.values() if r.get("changes"))
+        if changed:
+            changes[node] = changed
+    if failed:
+        return _ret(name, False, "kubernetes.network failed: " + "; ".join(map(str, failed)), changes)
+    verb = "would change" if __opts__["test"] else "changed"
+    return _ret(name, None if __opts__["test"] and changes else True,
+                f"pod network on {', '.join(nodes)}" + (f"; {verb} {', '.join(changes)}" if changes else ": in place"),
+                changes)

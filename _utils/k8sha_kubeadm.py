@@ -64,3 +64,12 @@ def join_configuration(node, material, api, kubernetes_version, kubernetes_setti
         config["controlPlane"] = {"localAPIEndpoint": {"advertiseAddress": node["address"], "bindPort": api["port"]},
                                   "certificateKey": material["certificate_key"]}
     return config
+
+
+def pod_network_of(networks, node):
+    """What kubernetes.network needs on ``node`` (pure): its pod CIDR (None before the
+    controller-manager gave it one) and a route to every other node's through that node."""
+    here = networks.get(node) or {}
+    return {"cidr": here.get("cidr"),
+            "routes": {n["cidr"]: n["address"] for name, n in sorted(networks.items())
+                       if name != node and n.get("cidr") and n.get("address")}}

@@ -7,6 +7,7 @@ include:
   - orch.load_balancers
   - orch.control_planes
   - orch.workers
+  - orch.pod_network
   - orch.verify
 
 {#- While the cluster is built, the machines' start events must not start repairs of nodes

@@ -16,6 +16,8 @@ k8sha:
       coredns_image_tag: v1.14.6
       kubelet:
         fail_cgroup_v1: false
+      pod_network:
+        service_route: true        # the lab's machines have no default route
       kube_proxy:
         mode: nftables             # the lab's kube-proxy image has nft (lab/lablib/images.py)
         # nf_conntrack_max is not per network namespace: the host's, not the lab's to change.

@@ -17,7 +17,7 @@ def build_kubernetes(versions=None):
     Returns the images' OCI layouts."""
     runtime, releases = gobuild.build_all(versions)
     repos.runtime_debs(runtime)
-    layouts = {}
+    layouts = images.lab_images(runtime)
     for version, bins in releases.items():
         repos.kubernetes_repo(version, runtime)
         layouts.update(images.build_release(version, bins))

@@ -34,7 +34,8 @@ class Component:
         self.extra_modules, self.cgo, self.tags, self.ldflags = extra_modules, cgo, tags, ldflags
 
     def pin_dir(self, version):
-        return BUILD_DIR / self.name / version
+        local = BUILD_DIR / self.name
+        return local if (local / "main.go").exists() else local / version
 
     def out_dir(self, version):
         return OUT_DIR / f"{self.name}-{version}"
@@ -70,6 +71,8 @@ COMPONENTS = {c.name: c for c in (
                   ("bridge", "main/bridge"), ("loopback", "main/loopback"), ("host-local", "ipam/host-local"),
                   ("portmap", "meta/portmap"))}),
     Component("coredns", "github.com/coredns/coredns", {"coredns": "github.com/coredns/coredns"}),
+    # The lab's test workload (lab/build/hello: our own code, in its own module).
+    Component("hello", "k8sha.lab/build/hello", {"hello": "."}),
     # The lab's image tool and registry (crane registry serve), not part of a node.
     Component("crane", "github.com/google/go-containerregistry",
               {"crane": "github.com/google/go-containerregistry/cmd/crane"}),
@@ -79,7 +82,7 @@ COMPONENTS = {c.name: c for c in (
 # pinned under lab/build/kubernetes/). etcd's version is kubeadm's own choice for each release
 # (kubeadm_versions); CoreDNS's is the lab's, since the proxy lacks the one kubeadm 1.36 names.
 RUNTIME_VERSIONS = {"containerd": "v2.2.9", "runc": "v1.3.7", "cri-tools": "v1.37.0",
-                    "cni-plugins": "v1.10.0", "crane": "v0.22.1", "etcdctl": "v3.6.8"}
+                    "cni-plugins": "v1.10.0", "crane": "v0.22.1", "etcdctl": "v3.6.8", "hello": "v1"}
 # kubeadm 1.36 names CoreDNS v1.14.2, which the proxy does not serve: the lab's description sets
 # this tag (dns.imageTag, pillar/lab.sls), the oldest served one that 1.36 and 1.37 both accept.
 LAB_COREDNS_VERSION = "v1.14.6"
@@ -153,8 +156,8 @@ def _stamp(component, version):
     import hashlib  # pylint: disable=import-outside-toplevel
 
     digest = hashlib.sha256(pathlib.Path(__file__).read_bytes())
-    for f in ("go.mod", "go.sum"):
-        digest.update((component.pin_dir(version) / f).read_bytes())
+    for f in sorted(component.pin_dir(version).glob("go.*")) + sorted(component.pin_dir(version).glob("*.go")):
+        digest.update(f.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -162,7 +165,7 @@ def build(name, version, log=print):
     """Build one pinned component; returns its bin/ directory. Cached by the module's pins."""
     component = COMPONENTS[name]
     directory = component.pin_dir(version)
-    if not (directory / "go.sum").exists():
+    if not (directory / "go.mod").exists():
         raise LabError(f"{name} {version} is not pinned in lab/build/{name}/; pin it: lab/lab pin {name} {version}")
     out = component.out_dir(version)
     stamp = out / f"built-{_stamp(component, version)}"

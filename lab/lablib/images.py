@@ -115,6 +115,12 @@ def release_images(version, bins):
     return images
 
 
+def lab_images(runtime):
+    """The lab's own images (name:tag -> layout), under the lab registry's address."""
+    ref = f"{registry_address()}/{LAB_REPOSITORY}/hello:{gobuild.RUNTIME_VERSIONS['hello']}"
+    return {ref: oci_layout(ref, {"hello": runtime["hello"] / "hello"}, ["/hello"])}
+
+
 def build_release(version, bins, log=print):
     """The OCI layouts of one release's images; returns {name:tag: layout}."""
     started = time.monotonic()
@@ -132,7 +138,7 @@ def crane():
 def push(layouts, registry, log=print):
     """Push each layout to the lab registry under its kubeadm name (registry.k8s.io/x -> registry/x)."""
     for ref, layout in layouts.items():
-        target = f"{registry}/{ref.split('/', 1)[1]}" if ref.startswith(KUBEADM_REGISTRY + "/") else f"{registry}/{ref}"
+        target = f"{registry}/{ref.split('/', 1)[1]}" if ref.startswith(KUBEADM_REGISTRY + "/") else ref
         result = run("ip", "netns", "exec", config.MASTER_NS, crane(), "push", "--insecure", layout, target,
                      check=False, timeout=300)
         if result.returncode != 0:

@@ -36,6 +36,8 @@ firewalld-zone-{{ fw.zone }}:
         ports: {{ salt['cluster_ports.zone_ports'](topology.role) | json }}
         metrics_ports: {{ salt['cluster_ports.metrics_ports'](topology.role) | json }}
         metrics_sources: {{ salt['cluster_ports.metrics_sources']() | json }}
+        pod_network_sources: {{ salt['cluster_ports.pod_network_sources'](topology.role) | json }}
+        pod_bridge: {{ settings.kubernetes.pod_network.bridge | json }}
         role: {{ topology.role | json }}
         interface: {{ topology.cluster.vrrp.interface | json }}
         vrrp: {{ (topology.get('vrrp') or {}) | json }}
