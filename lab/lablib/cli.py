@@ -24,6 +24,21 @@ def build_kubernetes(versions=None):
     return layouts
 
 
+def real_kubernetes_pillar():
+    """Until the stand-in goes, the project's pillar names its Kubernetes (1.31): the real one's
+    lab serves a copy whose description names the first release built here."""
+    import yaml  # pylint: disable=import-outside-toplevel
+
+    target = config.LAB_DIR / "pillar-real"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(config.REPO / "pillar", target)
+    description = yaml.safe_load((target / "cluster.sls").read_text())
+    description["cluster"].setdefault("kubernetes", {})["version"] = gobuild.pinned_versions("kubernetes")[0].lstrip("v")
+    (target / "cluster.sls").write_text("# Written by lab/lab up --kubernetes real from pillar/cluster.sls.\n"
+                                        + yaml.safe_dump(description, sort_keys=False))
+    return target
+
+
 def cmd_build(args):
     build_kubernetes(args.versions or None)
 
@@ -47,6 +62,8 @@ def cmd_up(args):
     if secgroups.STATE.exists():  # a lab that was not taken down: its ports keep their groups
         secgroups.apply()
     pillar_dir = pathlib.Path(args.pillar_dir).resolve() if args.pillar_dir else None
+    if pillar_dir is None and config.kubernetes_mode() == "real":
+        pillar_dir = real_kubernetes_pillar()
     if pillar_dir and not (pillar_dir / "top.sls").exists():
         raise LabError(f"--pillar-dir {pillar_dir}: no top.sls there")
     master.start(pillar_dir=pillar_dir)
@@ -80,6 +97,7 @@ def cmd_down(args):
     for path in (config.MACHINES_DIR, config.MASTER_DIR, config.SECOND_MASTER_DIR):
         shutil.rmtree(path, ignore_errors=True)
     secgroups.STATE.unlink(missing_ok=True)
+    config.KUBERNETES_MODE_FILE.unlink(missing_ok=True)   # the next lab starts as lab up says
     leftovers = leftover_report()
     if leftovers:
         raise LabError("lab down left: " + "; ".join(leftovers))

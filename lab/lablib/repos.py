@@ -44,7 +44,7 @@ def _deb(repo, name, version, files, *, depends="", description="", conffiles=()
         if conffiles:
             (root / "DEBIAN" / "conffiles").write_text("".join(f"{c}\n" for c in conffiles))
         target = repo / f"{name}_{version}_amd64.deb"
-        subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(target)],
+        subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "-z1", "--build", str(root), str(target)],
                        check=True, capture_output=True)
     return target
 
@@ -60,11 +60,24 @@ def _index(repo, label):
                                   f"SHA256:\n {digest} {(repo / 'Packages').stat().st_size} Packages\n")
 
 
+def _inputs(*bin_dirs):
+    """What a repository is made of: the builds' stamps (lab/lablib/gobuild.py) and this file."""
+    import hashlib  # pylint: disable=import-outside-toplevel
+
+    digest = hashlib.sha256(pathlib.Path(__file__).read_bytes())
+    for directory in bin_dirs:
+        digest.update(" ".join(sorted(p.name for p in directory.parent.glob("built-*"))).encode())
+    return digest.hexdigest()[:16]
+
+
 def kubernetes_repo(version, runtime_bins):
     """pkgs.k8s.io's v<minor> repository with this release's packages (one release per minor)."""
     bins = gobuild.COMPONENTS["kubernetes"].out_dir(version) / "bin"
     minor = ".".join(version.lstrip("v").split(".")[:2])
     repo = KUBERNETES_REPOS / f"v{minor}"
+    inputs = _inputs(bins, runtime_bins["cri-tools"], runtime_bins["cni-plugins"])
+    if (repo / "inputs").exists() and (repo / "inputs").read_text() == inputs:
+        return repo
     shutil.rmtree(repo, ignore_errors=True)
     repo.mkdir(parents=True)
     pkg_version = f"{version.lstrip('v')}-{PACKAGE_REVISION}"
@@ -87,12 +100,17 @@ def kubernetes_repo(version, runtime_bins):
           "/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf": (UNITS / "10-kubeadm.conf", 0o644)},
          depends="cri-tools (>= 1.30.0)", description="the Kubernetes cluster bootstrapping tool")
     _index(repo, f"k8sha lab: pkgs.k8s.io v{minor}, built from k8s.io/kubernetes {version}")
+    (repo / "inputs").write_text(inputs)
     return repo
 
 
 def runtime_debs(runtime_bins):
     """containerd 2 and runc into the lab's Debian mirror (its other packages: lab/image/build)."""
     DEBIAN_REPO.mkdir(parents=True, exist_ok=True)
+    inputs = _inputs(runtime_bins["containerd"], runtime_bins["runc"])
+    stamp = DEBIAN_REPO / "inputs-runtime"
+    if stamp.exists() and stamp.read_text() == inputs and list(DEBIAN_REPO.glob("containerd_*.deb")):
+        return
     for old in [*DEBIAN_REPO.glob("containerd_*.deb"), *DEBIAN_REPO.glob("runc_*.deb")]:
         old.unlink()
     containerd = runtime_bins["containerd"]
@@ -104,6 +122,7 @@ def runtime_debs(runtime_bins):
          # The runc built beside it (the image's Debian runc is older).
          depends=f"runc (>= {gobuild.RUNTIME_VERSIONS['runc'].lstrip('v')})", description="containerd 2, the container runtime")
     _index(DEBIAN_REPO, "k8sha lab: the machines' Debian mirror")
+    stamp.write_text(inputs)
 
 
 def check_built(version):

@@ -64,14 +64,15 @@ def ruleset(state, switch_port):
     """The nftables script for every port's groups (pure); ``switch_port(name)`` names a
     machine's port on the bridge."""
     chains, verdicts = [], []
+    defined = {**state["groups"], **lab_groups()}
     for name, groups in sorted(state["ports"].items()):
-        missing = [g for g in groups if g not in state["groups"]]
+        missing = [g for g in groups if g not in defined]
         if missing:
             continue  # only the masters' ports can be here before their group exists
         chain = f"to_{name}".replace("-", "_")
         body = ["tcp flags & (syn | ack) != syn accept",
                 "icmp type { destination-unreachable, time-exceeded, parameter-problem } accept"]
-        body += [r for g in groups for r in map(nft_rule, state["groups"][g]) if r]
+        body += [r for g in groups for r in map(nft_rule, defined[g]) if r]
         body.append("counter drop")
         chains.append(f"  chain {chain} {{\n" + "".join(f"    {line}\n" for line in body) + "  }\n")
         verdicts.append(f'"{switch_port(name)}" : jump {chain}')
@@ -94,7 +95,7 @@ def apply(state=None):
 def set_groups(groups):
     """The groups and their rules (orch.provision); the masters' ports join their group."""
     state = load()
-    state["groups"] = {**groups, **lab_groups()}
+    state["groups"] = groups
     for port in MASTER_PORTS:
         state["ports"][port] = [MASTER_GROUP, REGISTRY_GROUP] if MASTER_GROUP in groups else []
     _save(state)
