@@ -105,9 +105,10 @@ class RenderedMinion:
     def call(self, fun, *args, **kwargs):
         return self.caller.cmd(fun, *args, **kwargs)
 
-    def show_sls(self, *mods):
-        """Compiled state data, or raise with Salt's rendering errors."""
-        out = self.call("state.show_sls", ",".join(mods))
+    def show_sls(self, *mods, pillar=None):
+        """Compiled state data, or raise with Salt's rendering errors (``pillar``: as passed on
+        the command line, e.g. by an orchestration)."""
+        out = self.call("state.show_sls", ",".join(mods), **({"pillar": pillar} if pillar else {}))
         if isinstance(out, list):
             raise RenderError("\n".join(str(e) for e in out))
         return out

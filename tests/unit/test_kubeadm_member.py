@@ -112,3 +112,13 @@ def test_the_issuer_gets_token_and_certificate_key_in_a_config_document_not_argu
     assert "bootstrapTokens" not in managed["InitConfiguration"]  # the managed file is left as it is
     worker = kubeadm_documents.issuing_configuration(managed, "worker1", dict(material, control_plane=False))[1]
     assert "certificateKey" not in worker
+
+
+def test_each_node_routes_every_other_nodes_pod_cidr_and_a_node_without_one_is_no_route():
+    networks = {"cp1": {"cidr": "10.244.0.0/24", "address": "198.51.100.21"},
+                "worker1": {"cidr": "10.244.3.0/24", "address": "198.51.100.31"},
+                "worker2": {"cidr": None, "address": "198.51.100.32"}}     # not given one yet
+    assert kubeadm_documents.pod_network_of(networks, "cp1") == {
+        "cidr": "10.244.0.0/24", "routes": {"10.244.3.0/24": "198.51.100.31"}}
+    assert kubeadm_documents.pod_network_of(networks, "worker2") == {
+        "cidr": None, "routes": {"10.244.0.0/24": "198.51.100.21", "10.244.3.0/24": "198.51.100.31"}}

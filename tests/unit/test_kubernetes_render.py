@@ -181,3 +181,55 @@ def test_kubeadm_configuration_takes_every_port_from_the_settings(minion):
     assert cluster["controllerManager"]["extraArgs"] == [{"name": "secure-port", "value": "11257"}]
     assert cluster["scheduler"]["extraArgs"] == [{"name": "secure-port", "value": "11259"}]
     assert docs["KubeletConfiguration"]["port"] == 11250
+
+
+def _lab_kubernetes_lookup():
+    """pillar/lab_kubernetes.sls's lookup: the lab on the real Kubernetes."""
+    import pathlib  # pylint: disable=import-outside-toplevel
+
+    pillar = pathlib.Path(__file__).resolve().parents[2] / "pillar" / "lab_kubernetes.sls"
+    return yaml.safe_load(pillar.read_text())["k8sha"]["lookup"]
+
+
+def test_the_real_kubernetes_lab_renders_kubeadms_documents_with_each_lab_difference(minion):
+    docs = kubeadm_documents(minion, description(kubernetes={"version": "1.36.3"}), lookup=_lab_kubernetes_lookup())
+    init, cluster = docs["InitConfiguration"], docs["ClusterConfiguration"]
+    assert cluster["kubernetesVersion"] == "v1.36.3" and cluster["dns"] == {"imageTag": "v1.14.6"}
+    assert init["nodeRegistration"] == {"name": "cp1", "criSocket": "unix:///run/containerd/containerd.sock",
+                                        "kubeletExtraArgs": [{"name": "node-ip", "value": "198.51.100.21"}],
+                                        "ignorePreflightErrors": ["SystemVerification"]}
+    assert docs["KubeletConfiguration"]["failCgroupV1"] is False
+    assert docs["KubeProxyConfiguration"] == {"apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+                                              "kind": "KubeProxyConfiguration", "mode": "nftables",
+                                              "conntrack": {"maxPerCore": 0}}
+
+
+def test_production_keeps_kubeadms_own_choices(minion):
+    docs = kubeadm_documents(minion, description())
+    assert "dns" not in docs["ClusterConfiguration"] and "KubeProxyConfiguration" not in docs
+    assert "failCgroupV1" not in docs["KubeletConfiguration"]
+    assert "ignorePreflightErrors" not in docs["InitConfiguration"]["nodeRegistration"]
+
+
+def test_containerd_2_gets_a_version_3_configuration_and_one_hosts_file_per_mirror(minion):
+    lookup = _lab_kubernetes_lookup()
+    rendered = minion(description(), minion_id="worker1", lookup=lookup)
+    states = rendered.show_sls("containerd")
+    config = rendered.render_file(state_args(states, "containerd-config"))
+    assert config.splitlines()[1] == "version = 3"
+    assert 'sandbox = "registry.k8s.io/pause:3.10.2"' in config and "restrict_oom_score_adj = true" in config
+    assert 'config_path = "/etc/containerd/certs.d"' in config
+    assert state_args(states, "containerd-package")["version"] == lookup["containerd"]["version"]
+    mirror = state_args(states, "containerd-mirror-registry.k8s.io")
+    assert mirror["name"] == "/etc/containerd/certs.d/registry.k8s.io/hosts.toml"
+    hosts = rendered.render_file(mirror)
+    assert 'server = "https://registry.k8s.io"' in hosts and '[host."http://198.51.100.5:5000"]' in hosts
+
+
+def test_the_pod_network_state_waits_for_orch_pod_network_then_routes_every_other_node(minion):
+    rendered = minion(description(), minion_id="worker1")
+    assert "kubernetes-pod-network-from-orch" in rendered.show_sls("kubernetes.network")
+    pillar = {"k8sha_pod_network": {"cidr": "10.244.3.0/24", "routes": {"10.244.0.0/24": "198.51.100.21"}}}
+    states = rendered.show_sls("kubernetes.network", pillar=pillar)
+    assert '"subnet": "10.244.3.0/24"' in rendered.render_file(state_args(states, "kubernetes-cni-config"))
+    assert "10.244.0.0/24 via 198.51.100.21" in state_args(states, "kubernetes-pod-routes")["contents"]
