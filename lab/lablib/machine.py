@@ -171,7 +171,40 @@ class Machine:
             time.sleep(0.1)
         return launcher is None or self._pid("launcher.pid") is None
 
+    def _end_launcher(self):
+        """The launcher first (it would boot the machine again on a reboot's exit code), then
+        any nspawn still waiting: a machine that is stopped leaves no process behind."""
+        for filename in ("launcher.pid", "nspawn.pid"):
+            pid = self._pid(filename)
+            if pid and self._is_ours(pid):
+                os.kill(pid, signal.SIGKILL)
+                self._reap(pid)
+
+    def _is_ours(self, pid):
+        """The recorded PID is still this machine's launcher or nspawn (not a reused PID)."""
+        try:
+            return self.machine.encode() in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+
+    @staticmethod
+    def _reap(pid, timeout=5):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            if pathlib.Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z"):
+                return
+            time.sleep(0.1)
+
     def _cleanup(self):
+        self._end_launcher()
         pathlib.Path(f"/run/systemd/machines/{self.machine}").unlink(missing_ok=True)
         shutil.rmtree(f"/run/systemd/nspawn/propagate/{self.machine}", ignore_errors=True)
         for cgroup in self.cgroups():
