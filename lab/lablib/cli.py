@@ -66,6 +66,8 @@ def cmd_up(args):
         pillar_dir = real_kubernetes_pillar()
     if pillar_dir and not (pillar_dir / "top.sls").exists():
         raise LabError(f"--pillar-dir {pillar_dir}: no top.sls there")
+    if config.kubernetes_mode() == "real":
+        repos.check_built(config.description(pillar_dir)["kubernetes"]["version"])
     master.start(pillar_dir=pillar_dir)
     monitoring.start(config.MASTER_DIR / "cache" / "k8sha-heal", config.description(pillar_dir),
                      config.defaults()["k8sha"]["ports"])

@@ -125,9 +125,14 @@ def runtime_debs(runtime_bins):
     stamp.write_text(inputs)
 
 
-def check_built(version):
-    """A description naming a Kubernetes release the lab has not built gets the command that builds it."""
-    minor = ".".join(version.lstrip("v").split(".")[:2])
-    if not (KUBERNETES_REPOS / f"v{minor}" / "Packages").exists():
-        raise LabError(f"the lab has no Kubernetes {version} packages: build them with "
-                       f"`lab/lab build {version if version.count('.') == 2 else 'v' + minor + '.PATCH'}`")
+def check_built(version, repos=None):
+    """A description naming a Kubernetes release the lab has not built gets the command that
+    builds it (and pins it first, when it is not pinned in lab/build/kubernetes/)."""
+    version = str(version).lstrip("v")
+    minor = ".".join(version.split(".")[:2])
+    packages = (repos or KUBERNETES_REPOS) / f"v{minor}" / "Packages"
+    release = f"v{version}" if version.count(".") == 2 else f"v{minor}.PATCH"
+    if not packages.exists() or (version.count(".") == 2 and f"Version: {version}-" not in packages.read_text()):
+        pinned = f"v{version}" in gobuild.pinned_versions("kubernetes")
+        how = f"`lab/lab build {release}`" if pinned else f"`lab/lab pin kubernetes {release}`, then `lab/lab build {release}`"
+        raise LabError(f"cluster.kubernetes.version: the lab has not built Kubernetes {version}; build it with {how}")
