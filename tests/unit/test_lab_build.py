@@ -38,3 +38,27 @@ def test_the_version_is_stamped_where_kubectl_and_kubeadm_read_it():
     flags = gobuild._kubernetes_ldflags("v1.36.3")  # pylint: disable=protected-access
     for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
         assert f"-X {package}.gitVersion=v1.36.3" in flags and f"-X {package}.gitMinor=36" in flags
+
+
+def test_an_image_is_one_deterministic_layer_whose_digests_match_its_config(tmp_path, monkeypatch):
+    import hashlib
+    import json
+
+    from lablib import images  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.setattr(images, "OCI_DIR", tmp_path)
+    binary = tmp_path / "kube-apiserver"
+    binary.write_bytes(b"\x7fELF not really")
+    first = images.oci_layout("registry.k8s.io/kube-apiserver:v1.36.3", {"usr/local/bin/kube-apiserver": binary},
+                              ["/usr/local/bin/kube-apiserver"])
+    index = json.loads((first / "index.json").read_text())
+    manifest_digest = index["manifests"][0]["digest"].split(":")[1]
+    manifest = json.loads((first / "blobs" / "sha256" / manifest_digest).read_text())
+    layer = (first / "blobs" / "sha256" / manifest["layers"][0]["digest"].split(":")[1]).read_bytes()
+    config = json.loads((first / "blobs" / "sha256" / manifest["config"]["digest"].split(":")[1]).read_text())
+    assert config["rootfs"]["diff_ids"] == [f"sha256:{hashlib.sha256(layer).hexdigest()}"]
+    assert config["config"]["Entrypoint"] == ["/usr/local/bin/kube-apiserver"]
+    # The same inputs make the same image: a rebuild pushes nothing new.
+    again = images.oci_layout("registry.k8s.io/kube-apiserver:v1.36.3", {"usr/local/bin/kube-apiserver": binary},
+                              ["/usr/local/bin/kube-apiserver"])
+    assert json.loads((again / "index.json").read_text()) == index
