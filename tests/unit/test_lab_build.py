@@ -2,14 +2,9 @@
 is refused with the command that builds it; the pinned modules require each staging module at
 the release's own version."""
 
-import sys
-
 import pytest
-from helpers import salt_render
-
-sys.path.insert(0, str(salt_render.REPO / "lab"))
-from lablib import gobuild, repos  # noqa: E402
-from lablib.run import LabError  # noqa: E402
+from lablib import gobuild, repos
+from lablib.run import LabError
 
 
 def test_a_release_the_lab_has_not_built_names_the_command_that_builds_it(tmp_path):
