@@ -3,6 +3,7 @@ is refused with the command that builds it; the pinned modules require each stag
 the release's own version."""
 
 import pytest
+
 from lablib import gobuild, repos
 from lablib.run import LabError
 
