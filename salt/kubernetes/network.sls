@@ -48,6 +48,12 @@ kubernetes-pod-routes-script:
           case "$cidr" in ''|'#'*) continue ;; esac
           ip route replace "$cidr" "$how" "$target"
         done < {{ network.routes_file }}
+        # A node that left: its pod CIDR's route goes too.
+        wanted=$(awk '!/^#/ && NF { print $1 }' {{ network.routes_file }})
+        ip route show root {{ topology.cluster.kubernetes.pod_cidr }} | while read -r cidr how _; do
+          [ "$how" = via ] && ! echo "$wanted" | grep -qxF "$cidr" && ip route del "$cidr"
+        done
+        exit 0
 
 kubernetes-pod-routes-unit:
   file.managed:
