@@ -189,6 +189,8 @@ def _join(name, pending, roles, issuer):
 def pod_network_ready(name, nodes):
     """kubernetes.network on each of ``nodes`` with the pod CIDRs a control plane's API reports
     (pillar k8sha_pod_network: the routes change on every node whenever one joins or leaves)."""
+    if not __salt__["cluster_topology.settings"]()["kubernetes"]["pod_network"]["manage"]:
+        return _ret(name, comment="the pod network is not managed here (kubernetes:pod_network:manage is false)")
     try:
         issuer = _issuer(__salt__["cluster_topology.members"]("control_plane"))
     except RuntimeError as exc:

@@ -10,6 +10,8 @@ k8sha:
       apiserver_restart: systemctl restart k8sha-standin-apiserver
       drain_before_removal: false          # the stand-in runs no pods (no eviction API)
       drain_before_upgrade: false
+      pod_network:
+        manage: false                      # the stand-in gives nodes no pod CIDRs
     debian_repo: file:/opt/k8sha-lab/debian/    # the image's stand-in for the machines' Debian mirror
     cloud:
       provision: true

@@ -17,6 +17,7 @@ k8sha:
       kubelet:
         fail_cgroup_v1: false
       pod_network:
+        manage: true               # pillar/lab.sls turns it off for the stand-in
         service_route: true        # the lab's machines have no default route
       kube_proxy:
         mode: nftables             # the lab's kube-proxy image has nft (lab/lablib/images.py)
