@@ -43,10 +43,11 @@ def flows(description, ports):
                 "sources": sources, "why": why}
 
     # The routed pod network (salt/kubernetes/network.sls): pods reach pods on every node, every
-    # protocol, from the pods' addresses or (masqueraded, or a node's own) from the nodes'.
-    pods = [flow(role, None, sources, why, protocol=None) for role in KUBERNETES_ROLES for sources, why in (
-        (list(KUBERNETES_ROLES), "the pod network: pods and Services between nodes"),
-        (POD_NETWORK, "the pod network: pods' own addresses"))]
+    # protocol, from the pods' own addresses (the bridge does not masquerade them). Never from the
+    # nodes' addresses: that would open etcd and the kubelet to every node (a security group matches
+    # sources only).
+    pods = [flow(role, None, POD_NETWORK, "the pod network: pods' own addresses", protocol=None)
+            for role in KUBERNETES_ROLES]
     return pods + [
         flow("loadbalancer", api, ANYWHERE, "clients reach the API through the VIP"),
         flow("control_plane", api, ["loadbalancer", "control_plane"], "HAProxy's backends and health checks"),
