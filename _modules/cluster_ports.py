@@ -80,17 +80,10 @@ def metrics_ports_of(flows_, role):
 
 
 def pod_network_sources_of(flows_, role, description):
-    """The sources the pod network's flows let reach ``role`` on every port (pure): the
-    Kubernetes nodes' addresses and the pod CIDR, as CIDRs (the firewall zone accepts them)."""
-    found = []
-    for f in flows_:
-        if f["role"] != role or f["ports"] is not None or f["protocol"] is not None:
-            continue
-        if f["sources"] == POD_NETWORK:
-            found.append(description["kubernetes"]["pod_cidr"])
-        else:
-            found += [f"{n['address']}/32" for n in description["nodes"] if n["role"] in f["sources"]]
-    return list(dict.fromkeys(found))
+    """The sources the pod network's flows let reach ``role`` on every port (pure): the pod
+    CIDR where ``role`` has such a flow (the firewall zone accepts it)."""
+    has_pods = any(f["role"] == role and f["sources"] == POD_NETWORK for f in flows_)
+    return [description["kubernetes"]["pod_cidr"]] if has_pods else []
 
 
 def pod_network_sources(role):

@@ -32,20 +32,19 @@ def _redact(text):
     return __utils__["k8sha_kubeadm.redact"](text, ())
 
 
-def _kubectl(args, timeout=30, kubeconfig=None):
-    """kubectl with admin.conf (or another of kubeadm's kubeconfigs): (returncode, stdout, stderr)."""
+def _kubectl(args, timeout=30):
+    """kubectl with admin.conf: (returncode, stdout, stderr)."""
     kubectl = _settings().get("kubectl", "kubectl")
-    kubeconfig = kubeconfig or f"{_settings()['config_dir']}/admin.conf"
     try:
-        result = subprocess.run([kubectl, "--kubeconfig", kubeconfig, *args],
+        result = subprocess.run([kubectl, "--kubeconfig", f"{_settings()['config_dir']}/admin.conf", *args],
                                 capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise CommandExecutionError(f"kubectl {' '.join(args)}: {exc}") from None
     return result.returncode, result.stdout, _redact(result.stderr.strip())
 
 
-def _nodes(kubeconfig=None):
-    code, out, err = _kubectl(["get", "nodes", "-o", "json"], kubeconfig=kubeconfig)
+def _nodes():
+    code, out, err = _kubectl(["get", "nodes", "-o", "json"])
     if code != 0:
         raise CommandExecutionError(f"kubectl get nodes: {err}")
     return json.loads(out).get("items", [])

@@ -7,6 +7,7 @@ $LAB_DIR/build/<component>-<version>/bin/, one line per binary with its time. Go
 caches live under $LAB_DIR/go, so a rebuild is incremental and CI on the same machine reuses them.
 """
 
+import hashlib
 import json
 import os
 import pathlib
@@ -115,14 +116,14 @@ def _version_key(version):
 
 
 def upstream_gomod(module, version):
-    """The upstream go.mod, from the module proxy; a version it does not serve is named."""
+    """The upstream go.mod's text, from the module proxy; a version it does not serve is named."""
     result = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"], env=go_env(),
                             capture_output=True, text=True)
     info = json.loads(result.stdout or "{}")
     if result.returncode != 0 or "GoMod" not in info:
         raise LabError(f"the Go module proxy does not serve {module} {version}: "
                        f"{info.get('Error') or result.stderr.strip()}")
-    return pathlib.Path(info["GoMod"]).read_text(), pathlib.Path(info.get("Dir", ""))
+    return pathlib.Path(info["GoMod"]).read_text()
 
 
 def pin(name, version):
@@ -130,7 +131,7 @@ def pin(name, version):
     for Kubernetes each staging module it requires at v0.0.0 required and replaced at the
     release's v0.<minor>.<patch> (its own replace directives apply only inside k8s.io/kubernetes)."""
     component = COMPONENTS[name]
-    upstream, _ = upstream_gomod(component.module, version)
+    upstream = upstream_gomod(component.module, version)
     go_line = re.search(r"^go (\S+)", upstream, re.M).group(0)
     requires = {component.module: version}
     replaces = {}
@@ -153,8 +154,6 @@ def pin(name, version):
 
 
 def _stamp(component, version):
-    import hashlib  # pylint: disable=import-outside-toplevel
-
     digest = hashlib.sha256(pathlib.Path(__file__).read_bytes())
     for f in sorted(component.pin_dir(version).glob("go.*")) + sorted(component.pin_dir(version).glob("*.go")):
         digest.update(f.read_bytes())

@@ -17,7 +17,7 @@ import subprocess
 import tarfile
 import time
 
-from . import config, gobuild, secgroups
+from . import config, gobuild, monitoring, secgroups
 from .run import LabError, run
 
 OCI_DIR = config.LAB_DIR / "oci"
@@ -148,8 +148,6 @@ def push(layouts, registry, log=print):
 
 def serve(layouts, log=print):
     """Start the lab registry (idempotent) and push every image to it."""
-    from . import monitoring  # pylint: disable=import-outside-toplevel
-
     monitoring.start_registry(crane(), REGISTRY_PORT, REGISTRY_DATA)
     deadline = time.monotonic() + 10
     while run("ip", "netns", "exec", config.MASTER_NS, "curl", "-sf", f"http://{registry_address()}/v2/",

@@ -10,6 +10,7 @@ as production's are, so the production states install from them unchanged (only 
 Every lab machine sees $LAB_DIR/repos read-only at /opt/k8sha-lab (lab/machine-launcher).
 """
 
+import hashlib
 import pathlib
 import shutil
 import subprocess
@@ -62,8 +63,6 @@ def _index(repo, label):
 
 def _inputs(*bin_dirs):
     """What a repository is made of: the builds' stamps (lab/lablib/gobuild.py) and this file."""
-    import hashlib  # pylint: disable=import-outside-toplevel
-
     digest = hashlib.sha256(pathlib.Path(__file__).read_bytes())
     for directory in bin_dirs:
         digest.update(" ".join(sorted(p.name for p in directory.parent.glob("built-*"))).encode())

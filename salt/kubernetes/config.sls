@@ -17,4 +17,4 @@ kubernetes-kubeadm-config:
         load_balancers: {{ topology.nodes_by_role.loadbalancer | json }}
         settings: {{ settings | json }}
         node_registration: {{ salt['cluster_topology.node_registration']() | json }}
-        node_registration_api: {{ salt['cluster_topology.kubeadm_api_version']() | json }}
+        kubeadm_api: {{ salt['cluster_topology.kubeadm_api_version']() | json }}
